@@ -1,0 +1,163 @@
+"""The ``amortized`` command. Each capability adds its subcommands through ``COMMANDS``.
+
+Errors the user can fix end the command with one line and a non-zero exit code.
+"""
+
+import argparse
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from amortized import __version__
+from amortized.errors import AmortizedError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (no usage dump), pointing at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments"):
+            message += "; vLLM options go after `--` (amortized serve MODEL -- --max-model-len 512)"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_serve(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
+    from amortized.serving.launcher import DEFAULT_HOST, DEFAULT_PORT
+
+    p = subparsers.add_parser(
+        "serve", help="start vLLM with amortized's routes (builds the default model if needed)",
+        description="Start an OpenAI-compatible vLLM server with amortized's routes. vLLM "
+                    "options go after `--`: amortized serve MODEL -- --max-model-len 1024")
+    p.add_argument("model", nargs="?", help="local model folder or hub id (default: the "
+                   "locally built default model)")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (%(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (%(default)s)")
+    p.add_argument("--cache-dir", help="where locally built models live "
+                   "(default: $AMORTIZED_CACHE_DIR or the XDG cache)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the equivalent `vllm serve` command and exit")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from amortized.serving import launcher
+
+    on_cpu = True
+    if not args.dry_run:
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+    plan = launcher.plan_launch(args.model, args.host, args.port, args.vllm_args,
+                                args.cache_dir, on_cpu=on_cpu)
+    if args.dry_run:
+        print(plan.shell_command())
+        return 0
+    launcher.run(plan)
+    return 0
+
+
+def _add_models(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
+    p = subparsers.add_parser("models", help="build and locate locally built models")
+    sub = p.add_subparsers(dest="models_command", required=True, parser_class=OneLineParser)
+    build = sub.add_parser("build-default", help="build the default model (once; cached)")
+    build.add_argument("--cache-dir", help="cache directory (default: $AMORTIZED_CACHE_DIR "
+                       "or the XDG cache)")
+    build.add_argument("--force", action="store_true", help="rebuild even if present")
+    build.set_defaults(handler=_build_default)
+    path = sub.add_parser("path", help="print where the default model lives")
+    path.add_argument("--cache-dir")
+    path.set_defaults(handler=_default_path)
+    tiny = sub.add_parser("build-tiny", help="build a random tiny model (tests, demos)")
+    tiny.add_argument("out", help="folder to write")
+    tiny.add_argument("--architecture", choices=["llama", "qwen2"], default="llama")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(handler=_build_tiny)
+
+
+def _build_default(args: argparse.Namespace) -> int:
+    from amortized.models.default import default_model_path, ensure_default_model
+
+    if args.force:
+        shutil.rmtree(default_model_path(args.cache_dir), ignore_errors=True)
+    print(ensure_default_model(args.cache_dir).path)
+    return 0
+
+
+def _default_path(args: argparse.Namespace) -> int:
+    from amortized.models.default import default_model_path
+
+    print(default_model_path(args.cache_dir))
+    return 0
+
+
+def _build_tiny(args: argparse.Namespace) -> int:
+    from amortized.models.shape import ModelShape
+    from amortized.models.tiny import TinyModelSpec, build_tiny_model
+
+    spec = TinyModelSpec(shape=ModelShape(architecture=args.architecture), seed=args.seed)
+    print(build_tiny_model(args.out, spec).path)
+    return 0
+
+
+def _add_doctor(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
+    p = subparsers.add_parser("doctor", help="check (and --fix) the vLLM environment")
+    p.add_argument("--fix", action="store_true", help="repair what can be repaired")
+    p.set_defaults(handler=_doctor)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from amortized import environment
+
+    if args.fix:
+        for change in environment.fix_environment():
+            print(f"fixed: {change}")
+    results = environment.run_checks()
+    for result in results:
+        print(f"{'ok  ' if result.ok else 'FAIL'}  {result.name}: {result.detail}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+COMMANDS: list[Callable[["argparse._SubParsersAction[OneLineParser]"], None]] = [
+    _add_serve, _add_models, _add_doctor,
+]
+"""Subcommand registrars; a capability appends its own."""
+
+
+def build_parser() -> OneLineParser:
+    """The full ``amortized`` argument parser."""
+    parser = OneLineParser(prog="amortized", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"amortized {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``amortized [command] ... [-- vllm options]``."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if "--" in raw:
+        split = raw.index("--")
+        raw, passthrough = raw[:split], raw[split + 1 :]
+    args = build_parser().parse_args(raw)
+    if passthrough and args.command != "serve":
+        print(f"amortized {args.command}: error: options after `--` are only for "
+              "`amortized serve`", file=sys.stderr)
+        return 2
+    args.vllm_args = passthrough
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except AmortizedError as exc:
+        print(f"amortized {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The default chat model: a small Llama trained from a seed in a few CPU minutes.
+
+No hub is reachable where amortized is developed and tested, so the model every quickstart
+and demo serves is built here: a byte-level BPE tokenizer and a ~4M-parameter Llama trained
+on generated dialogues (see ``corpus``). It answers in the corpus' phrasing, which is
+enough to see the whole stack work end to end; it is not a capable assistant.
+"""
+
+import hashlib
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from amortized.config import models_dir
+from amortized.models.corpus import dialogues
+from amortized.models.folder import ModelFolder, ensure_folder, write_manifest
+from amortized.models.shape import ModelShape, save_model_folder
+from amortized.models.tokenizer import END_OF_TEXT, train_tokenizer
+
+RECIPE_VERSION = 1
+DEFAULT_MODEL_NAME = "amortized-default"
+
+
+@dataclass(frozen=True)
+class DefaultModelRecipe:
+    """Everything that determines the default model's weights, bit for bit on one machine kind."""
+
+    seed: int = 0
+    shape: ModelShape = field(
+        default_factory=lambda: ModelShape(
+            architecture="llama", hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2,
+            intermediate_size=704,
+        )
+    )
+    vocab_size: int = 2048
+    dialogues: int = 20000
+    seq_len: int = 256
+    batch_size: int = 16
+    steps: int = 170
+    learning_rate: float = 3e-3
+    warmup_steps: int = 20
+    threads: int = 2
+
+    def fingerprint(self) -> str:
+        """Short hash naming the cache folder, so a changed recipe builds a new model."""
+        blob = json.dumps({"version": RECIPE_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def default_model_path(
+    cache_dir: str | os.PathLike[str] | None = None, recipe: DefaultModelRecipe | None = None
+) -> Path:
+    """Where the default model for ``recipe`` lives in the cache."""
+    recipe = recipe or DefaultModelRecipe()
+    return models_dir(cache_dir) / f"{DEFAULT_MODEL_NAME}-{recipe.fingerprint()}"
+
+
+def _token_stream(recipe: DefaultModelRecipe, texts: list[str], tokenizer_ids: Callable[
+        [str], list[int]], separator: int) -> torch.Tensor:
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer_ids(text))
+        ids.append(separator)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _lr_at(step: int, recipe: DefaultModelRecipe) -> float:
+    if step < recipe.warmup_steps:
+        return recipe.learning_rate * (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_default_model(
+    out: Path, recipe: DefaultModelRecipe | None = None, progress: bool = True
+) -> dict[str, float]:
+    """Train the default model into the empty folder ``out``; returns training statistics."""
+    recipe = recipe or DefaultModelRecipe()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        chats = [list(d.messages) for d in dialogues(recipe.seed, recipe.dialogues)]
+        tokenizer = train_tokenizer(
+            (m["content"] for chat in chats[:5000] for m in chat), recipe.vocab_size
+        )
+        texts = [str(tokenizer.apply_chat_template(chat, tokenize=False)) for chat in chats]
+        stream = _token_stream(recipe, texts, lambda t: list(tokenizer.encode(t)),
+                               tokenizer.convert_tokens_to_ids(END_OF_TEXT))
+        model = recipe.shape.new_model(tokenizer, recipe.seed)
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate,
+                                      betas=(0.9, 0.95), weight_decay=0.1)
+        generator = torch.Generator().manual_seed(recipe.seed)
+        span = recipe.seq_len + 1
+        losses: list[float] = []
+        bar = tqdm(range(recipe.steps), desc="training default model", disable=not progress,
+                   file=sys.stderr)
+        for step in bar:
+            starts = torch.randint(0, len(stream) - span, (recipe.batch_size,), generator=generator)
+            batch = torch.stack([stream[s : s + span] for s in starts.tolist()])
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, recipe)
+            loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        model.eval()
+        save_model_folder(model, tokenizer, out, recipe.shape)
+        stats = {"final_loss": sum(losses[-10:]) / min(10, len(losses)),
+                 "first_loss": losses[0], "tokens": float(len(stream))}
+        write_manifest(out, {"kind": "default", "fingerprint": recipe.fingerprint(),
+                             "python": sys.version.split()[0], "stats": stats, **asdict(recipe)})
+        return stats
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def ensure_default_model(
+    cache_dir: str | os.PathLike[str] | None = None,
+    recipe: DefaultModelRecipe | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ModelFolder:
+    """The default model's folder, built first if it is missing or corrupt."""
+    recipe = recipe or DefaultModelRecipe()
+    target = default_model_path(cache_dir, recipe)
+    say = log or (lambda message: print(f"amortized: {message}", file=sys.stderr))
+    if not target.exists():
+        say(f"building the default model into {target} (a few minutes, once)")
+    return ensure_folder(target, lambda staging: build_default_model(staging, recipe), say)

@@ -1,0 +1,57 @@
+"""The registry of server capabilities, so each feature plugs into one endpoint plugin.
+
+A capability contributes an ``APIRouter`` (paths under ``/v1/amortized/``, so vLLM's
+``--api-key`` guards them) and optional per-app state. ``AMORTIZED_CAPABILITIES``
+(comma-separated names, default: all) chooses which ones a server exposes.
+"""
+
+import os
+from argparse import Namespace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.datastructures import State
+
+from amortized.errors import AmortizedError
+
+CAPABILITIES_ENV = "AMORTIZED_CAPABILITIES"
+ROUTE_PREFIX = "/v1/amortized"
+
+InitState = Callable[[Any, State, Namespace], Awaitable[None]]
+"""``(engine_client | None, app.state, args)``; engine_client is None on render-only servers."""
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One feature's HTTP surface: a name, a one-line summary, routes and state set-up."""
+
+    name: str
+    summary: str
+    make_router: Callable[[], APIRouter]
+    init_state: InitState | None = None
+
+
+BUILTIN_CAPABILITIES: tuple[Capability, ...] = ()
+"""Capabilities shipped with amortized, in the order ``/v1/amortized/info`` lists them."""
+
+
+def enabled_capabilities(
+    available: Sequence[Capability] = BUILTIN_CAPABILITIES,
+    selection: str | None = None,
+) -> list[Capability]:
+    """Capabilities named by ``selection`` (or ``$AMORTIZED_CAPABILITIES``); all by default."""
+    raw = os.environ.get(CAPABILITIES_ENV, "all") if selection is None else selection
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    if not names or names == ["all"]:
+        return list(available)
+    known = {c.name: c for c in available}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        choices = ", ".join(sorted(known)) or "none are installed"
+        raise AmortizedError(
+            f"{CAPABILITIES_ENV} names unknown capabilities {', '.join(unknown)} "
+            f"(available: {choices})"
+        )
+    return [known[n] for n in names]

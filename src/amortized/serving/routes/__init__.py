@@ -1,0 +1,1 @@
+"""Thin HTTP adapters, one folder per endpoint group (protocol, serving logic, router)."""

@@ -1,0 +1,1 @@
+"""``GET /v1/amortized/info``: what this server offers."""
