@@ -28,30 +28,34 @@ def _add_serve(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
     from amortized.serving.launcher import DEFAULT_HOST, DEFAULT_PORT
 
     p = subparsers.add_parser(
-        "serve", help="start vLLM with amortized's routes (builds the default model if needed)",
+        "serve",
+        help="start vLLM with amortized's routes (builds the default model if needed)",
         description="Start an OpenAI-compatible vLLM server with amortized's routes. vLLM "
-                    "options go after `--`: amortized serve MODEL -- --max-model-len 1024")
-    p.add_argument("model", nargs="?", help="local model folder or hub id (default: the "
-                   "locally built default model)")
+        "options go after `--`: amortized serve MODEL -- --max-model-len 1024",
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="local model folder or hub id (default: the locally built default model)",
+    )
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (%(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (%(default)s)")
-    p.add_argument("--cache-dir", help="where locally built models live "
-                   "(default: $AMORTIZED_CACHE_DIR or the XDG cache)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the equivalent `vllm serve` command and exit")
+    p.add_argument(
+        "--cache-dir",
+        help="where locally built models live (default: $AMORTIZED_CACHE_DIR or the XDG cache)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the equivalent `vllm serve` command and exit"
+    )
     p.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from amortized.serving import launcher
 
-    on_cpu = True
     if not args.dry_run:
-        from vllm.platforms import current_platform
-
-        on_cpu = current_platform.is_cpu()
-    plan = launcher.plan_launch(args.model, args.host, args.port, args.vllm_args,
-                                args.cache_dir, on_cpu=on_cpu)
+        launcher.check_port_free(args.host, args.port)
+    plan = launcher.plan_launch(args.model, args.host, args.port, args.vllm_args, args.cache_dir)
     if args.dry_run:
         print(plan.shell_command())
         return 0
@@ -63,8 +67,9 @@ def _add_models(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None
     p = subparsers.add_parser("models", help="build and locate locally built models")
     sub = p.add_subparsers(dest="models_command", required=True, parser_class=OneLineParser)
     build = sub.add_parser("build-default", help="build the default model (once; cached)")
-    build.add_argument("--cache-dir", help="cache directory (default: $AMORTIZED_CACHE_DIR "
-                       "or the XDG cache)")
+    build.add_argument(
+        "--cache-dir", help="cache directory (default: $AMORTIZED_CACHE_DIR or the XDG cache)"
+    )
     build.add_argument("--force", action="store_true", help="rebuild even if present")
     build.set_defaults(handler=_build_default)
     path = sub.add_parser("path", help="print where the default model lives")
@@ -121,7 +126,9 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[["argparse._SubParsersAction[OneLineParser]"], None]] = [
-    _add_serve, _add_models, _add_doctor,
+    _add_serve,
+    _add_models,
+    _add_doctor,
 ]
 """Subcommand registrars; a capability appends its own."""
 
@@ -145,8 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw, passthrough = raw[:split], raw[split + 1 :]
     args = build_parser().parse_args(raw)
     if passthrough and args.command != "serve":
-        print(f"amortized {args.command}: error: options after `--` are only for "
-              "`amortized serve`", file=sys.stderr)
+        print(
+            f"amortized {args.command}: error: options after `--` are only for `amortized serve`",
+            file=sys.stderr,
+        )
         return 2
     args.vllm_args = passthrough
     handler: Handler = args.handler

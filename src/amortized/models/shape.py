@@ -16,7 +16,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from amortized.models.tokenizer import END_OF_TEXT, IM_END
+from amortized.models.tokenizer import END_OF_TEXT, IM_END, token_id
 
 Architecture = Literal["llama", "qwen2"]
 
@@ -45,8 +45,8 @@ class ModelShape:
 
     def config(self, tokenizer: PreTrainedTokenizerFast) -> PretrainedConfig:
         """A transformers config for this shape, with token ids taken from ``tokenizer``."""
-        eos = tokenizer.convert_tokens_to_ids(IM_END)
-        pad = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+        eos = token_id(tokenizer, IM_END)
+        pad = token_id(tokenizer, END_OF_TEXT)
         common: dict[str, Any] = {
             "vocab_size": len(tokenizer),
             "hidden_size": self.hidden_size,
@@ -80,9 +80,13 @@ def save_model_folder(
 ) -> None:
     """Write weights, config, tokenizer and generation defaults in the layout vLLM expects."""
     # bfloat16 is what vLLM's CPU backend computes in anyway; it halves the files.
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    model.to(torch.bfloat16)  # type: ignore[arg-type]
+    model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    eos_ids = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(END_OF_TEXT)]
+    eos_ids = [
+        token_id(tokenizer, IM_END),
+        token_id(tokenizer, END_OF_TEXT),
+    ]
     generation = {"eos_token_id": eos_ids, "pad_token_id": eos_ids[1], "do_sample": False}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     (out / "amortized-shape.json").write_text(json.dumps(asdict(shape), indent=2) + "\n")

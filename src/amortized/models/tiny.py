@@ -5,7 +5,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from amortized.models.corpus import dialogues
-from amortized.models.folder import ModelFolder, staged_folder, validate_model_folder, write_manifest
+from amortized.models.folder import (
+    ModelFolder,
+    staged_folder,
+    validate_model_folder,
+    write_manifest,
+)
 from amortized.models.shape import ModelShape, save_model_folder
 from amortized.models.tokenizer import train_tokenizer
 

@@ -6,6 +6,7 @@ its start-up time, then runs vLLM's own ``serve`` command in this process. Every
 option after ``--`` is passed through unchanged and overrides our defaults.
 """
 
+import json
 import os
 import re
 import shlex
@@ -46,8 +47,7 @@ class LaunchPlan:
     @property
     def argv(self) -> list[str]:
         """``serve MODEL --host H --port P ...``, as ``vllm`` takes it."""
-        return ["serve", self.model, "--host", self.host, "--port", str(self.port),
-                *self.vllm_args]
+        return ["serve", self.model, "--host", self.host, "--port", str(self.port), *self.vllm_args]
 
     def shell_command(self) -> str:
         """The equivalent plain ``vllm serve`` command line, for docs and --dry-run."""
@@ -95,11 +95,13 @@ def plugin_allowlist(environ: Mapping[str, str]) -> str:
 def cpu_defaults(vllm_args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
     """Defaults that make a 2-core CPU machine start fast and stay within memory."""
     defaults: list[str] = []
-    if not _has_option(vllm_args, "--enforce-eager", "--no-enforce-eager", "-O",
-                       "--compilation-config"):
+    if not _has_option(
+        vllm_args, "--enforce-eager", "--no-enforce-eager", "-O", "--compilation-config"
+    ):
         defaults.append("--enforce-eager")  # torch.compile costs ~45 s at each start
     if not _has_option(vllm_args, "--kv-cache-memory-bytes") and not environ.get(
-            "VLLM_CPU_KVCACHE_SPACE"):
+        "VLLM_CPU_KVCACHE_SPACE"
+    ):
         defaults += ["--kv-cache-memory-bytes", CPU_KV_CACHE_BYTES]
     return defaults
 
@@ -110,19 +112,28 @@ def plan_launch(
     port: int = DEFAULT_PORT,
     vllm_args: Sequence[str] = (),
     cache_dir: str | None = None,
-    on_cpu: bool = True,
+    on_cpu: bool | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> LaunchPlan:
-    """Work out the vLLM command and environment; raises AmortizedError on bad input."""
+    """Work out the vLLM command and environment; raises AmortizedError on bad input.
+
+    ``on_cpu=None`` asks vLLM which platform this is, after the cheap checks passed.
+    """
     environ = os.environ if environ is None else environ
     for option in ("--host", "--port"):
         if _has_option(vllm_args, option):
-            raise AmortizedError(f"pass {option} before `--` (amortized serve {option} ...), "
-                                 "not among the vLLM options")
+            raise AmortizedError(
+                f"pass {option} before `--` (amortized serve {option} ...), "
+                "not among the vLLM options"
+            )
     if not 0 < port < 65536:
         raise AmortizedError(f"--port {port} is not a TCP port; use 1-65535")
     enabled_capabilities()  # fail now on a bad AMORTIZED_CAPABILITIES
     resolved, is_default = resolve_model(model, cache_dir)
+    if on_cpu is None:
+        from vllm.platforms import current_platform
+
+        on_cpu = bool(current_platform.is_cpu())
     args = list(vllm_args)
     if is_default and not _has_option(args, "--served-model-name"):
         args += ["--served-model-name", DEFAULT_MODEL_NAME]
@@ -144,7 +155,8 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             raise AmortizedError(
                 f"cannot listen on {host}:{port} ({exc.strerror}); stop the other server "
-                "or pass --port N") from exc
+                "or pass --port N"
+            ) from exc
 
 
 def parse_vllm_args(argv: Sequence[str]) -> Namespace:
@@ -155,12 +167,12 @@ def parse_vllm_args(argv: Sequence[str]) -> Namespace:
     def fail(message: str) -> None:
         raise AmortizedError(f"vLLM rejected its options: {message} (see `vllm serve --help`)")
 
-    parser = FlexibleArgumentParser(prog="vllm")
+    parser = FlexibleArgumentParser(prog="vllm")  # type: ignore[no-untyped-call]
     subparsers = parser.add_subparsers(dest="subparser")
     serve_parser = ServeSubcommand().subparser_init(subparsers)
     for p in (parser, serve_parser):
         p.error = fail  # type: ignore[method-assign,assignment]
-    args = parser.parse_args(list(argv))
+    args: Namespace = parser.parse_args(list(argv))
     args.dispatch_function = ServeSubcommand.cmd
     return args
 
@@ -173,8 +185,9 @@ def _double_quoted(code: str) -> str:
 def usage_examples(base_url: str, model: str, api_key: str | None) -> str:
     """A curl and an openai-python command that work against this server, as printed text."""
     auth = f" -H {shlex.quote('Authorization: Bearer ' + api_key)}" if api_key else ""
-    body = ('{"model": "%s", "messages": [{"role": "user", "content": "Hello"}], '
-            '"max_tokens": 32}' % model)
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}
+    )
     python = (
         "from openai import OpenAI; "
         f"client = OpenAI(base_url={base_url!r}, api_key={(api_key or 'EMPTY')!r}); "
@@ -182,12 +195,14 @@ def usage_examples(base_url: str, model: str, api_key: str | None) -> str:
         "messages=[{'role': 'user', 'content': 'Hello'}], max_tokens=32); "
         "print(reply.choices[0].message.content)"
     )
-    return "\n".join([
-        f"curl -s {base_url}/chat/completions -H 'Content-Type: application/json'{auth} "
-        f"-d {shlex.quote(body)}",
-        f"{shlex.quote(sys.executable)} -c {_double_quoted(python)}",
-        f"curl -s {base_url}/amortized/info{auth}",
-    ])
+    return "\n".join(
+        [
+            f"curl -s {base_url}/chat/completions -H 'Content-Type: application/json'{auth} "
+            f"-d {shlex.quote(body)}",
+            f"{shlex.quote(sys.executable)} -c {_double_quoted(python)}",
+            f"curl -s {base_url}/amortized/info{auth}",
+        ]
+    )
 
 
 def _announce_when_ready(host: str, port: int, model: str, api_key: str | None) -> None:
@@ -216,14 +231,21 @@ def run(plan: LaunchPlan) -> None:
     from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
     from vllm.logger import configure_logging_from_args
 
-    cli_env_setup()
+    cli_env_setup()  # type: ignore[no-untyped-call]
     configure_logging_from_args(args)
     ServeSubcommand().validate(args)
     model_name = (args.served_model_name or [plan.model])[0]
-    api_key = args.api_key[0] if isinstance(args.api_key, list) and args.api_key else (
-        args.api_key or os.environ.get("VLLM_API_KEY"))
-    threading.Thread(target=_announce_when_ready, name="amortized-ready-banner", daemon=True,
-                     args=(plan.host, plan.port, model_name, api_key)).start()
+    api_key = (
+        args.api_key[0]
+        if isinstance(args.api_key, list) and args.api_key
+        else (args.api_key or os.environ.get("VLLM_API_KEY"))
+    )
+    threading.Thread(
+        target=_announce_when_ready,
+        name="amortized-ready-banner",
+        daemon=True,
+        args=(plan.host, plan.port, model_name, api_key),
+    ).start()
     try:
         ServeSubcommand.cmd(args)
     except (KeyboardInterrupt, SystemExit):

@@ -26,9 +26,7 @@ class AmortizedEndpointPlugin:
     required_tasks: tuple[str, ...] | None = None
 
     def __init__(self, capabilities: Sequence[Capability] | None = None) -> None:
-        self.capabilities = (
-            enabled_capabilities() if capabilities is None else list(capabilities)
-        )
+        self.capabilities = enabled_capabilities() if capabilities is None else list(capabilities)
         self._capability_info: list[CapabilityInfo] = []
 
     def attach_router(self, app: FastAPI) -> None:

@@ -22,8 +22,9 @@ class ServerFacts:
         """Read served model names the way vLLM does: ``--served-model-name`` else the path."""
         root = str(getattr(args, "model", "") or "")
         names = getattr(args, "served_model_name", None) or [root]
-        return cls(vllm_version, tuple(ServedModel(id=str(n), root=root) for n in names),
-                   capabilities)
+        return cls(
+            vllm_version, tuple(ServedModel(id=str(n), root=root) for n in names), capabilities
+        )
 
 
 class InfoService:

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models built in seconds, and one live vLLM server per session.
+
+The live server is the real thing: ``amortized serve`` as a subprocess on a free port,
+with ``--api-key`` so the auth tests use the same server as everything else.
+"""
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from amortized.models import ModelFolder, TinyModelSpec, build_tiny_model
+from amortized.models.shape import ModelShape
+from amortized.serving.process import ServerProcess, free_port
+
+API_KEY = "test-key"
+AMORTIZED = [sys.executable, "-m", "amortized"]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> ModelFolder:
+    """Random tiny Llama with GQA (4 query heads, 2 KV heads)."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> ModelFolder:
+    """Random tiny Qwen2 with GQA."""
+    spec = TinyModelSpec(shape=ModelShape(architecture="qwen2"), seed=1)
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2", spec)
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    tiny_llama: ModelFolder, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``amortized serve <tiny llama> -- --api-key test-key`` for the whole session."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "live-server.log"
+    argv = [
+        *AMORTIZED,
+        "serve",
+        str(tiny_llama.path),
+        "--port",
+        str(port),
+        "--",
+        "--api-key",
+        API_KEY,
+        "--served-model-name",
+        "tiny",
+        "--max-model-len",
+        "512",
+    ]
+    server = ServerProcess(argv, port, log)
+    with server:
+        yield server
