@@ -23,7 +23,6 @@ from pathlib import Path
 import httpx
 
 from amortized.errors import AmortizedError
-from amortized.models.default import DEFAULT_MODEL_NAME, ensure_default_model
 from amortized.models.folder import validate_model_folder
 from amortized.serving.capabilities import enabled_capabilities
 from amortized.serving.plugin import PLUGIN_NAME
@@ -74,6 +73,8 @@ def resolve_model(model: str | None, cache_dir: str | None) -> tuple[str, bool]:
     Returns the model and whether it is the default one.
     """
     if model is None:
+        from amortized.models.default import ensure_default_model  # loads torch
+
         return str(ensure_default_model(cache_dir).path), True
     path = Path(model).expanduser()
     looks_like_path = path.exists() or model.startswith((".", "/", "~")) or not HUB_ID.match(model)
@@ -136,6 +137,8 @@ def plan_launch(
         on_cpu = bool(current_platform.is_cpu())
     args = list(vllm_args)
     if is_default and not _has_option(args, "--served-model-name"):
+        from amortized.models.default import DEFAULT_MODEL_NAME
+
         args += ["--served-model-name", DEFAULT_MODEL_NAME]
     if on_cpu:
         args += cpu_defaults(args, environ)
