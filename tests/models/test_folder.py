@@ -64,3 +64,10 @@ def test_failed_build_leaves_no_folder(tmp_path):
     with pytest.raises(RuntimeError):
         ensure_folder(tmp_path / "m", broken)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_cache_location_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ModelError, match="AMORTIZED_CACHE_DIR"):
+        ensure_folder(blocker / "models" / "m", lambda staging: None)

@@ -144,6 +144,12 @@ def ensure_folder(
             problem = str(exc)
         if on_rebuild is not None:
             on_rebuild(f"{problem}; rebuilding it")
-    with staged_folder(target) as staging:
-        build(staging)
+    try:
+        with staged_folder(target) as staging:
+            build(staging)
+    except OSError as exc:
+        raise ModelError(
+            f"cannot write {target} ({exc.strerror or exc}); point AMORTIZED_CACHE_DIR "
+            "or --cache-dir at a writable folder"
+        ) from exc
     return validate_model_folder(target)

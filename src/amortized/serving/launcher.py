@@ -234,22 +234,19 @@ def run(plan: LaunchPlan) -> None:
     from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
     from vllm.logger import configure_logging_from_args
 
-    cli_env_setup()  # type: ignore[no-untyped-call]
-    configure_logging_from_args(args)
-    ServeSubcommand().validate(args)
     model_name = (args.served_model_name or [plan.model])[0]
-    api_key = (
-        args.api_key[0]
-        if isinstance(args.api_key, list) and args.api_key
-        else (args.api_key or os.environ.get("VLLM_API_KEY"))
-    )
-    threading.Thread(
+    keys = args.api_key or [os.environ.get("VLLM_API_KEY") or ""]
+    banner = threading.Thread(
         target=_announce_when_ready,
         name="amortized-ready-banner",
         daemon=True,
-        args=(plan.host, plan.port, model_name, api_key),
-    ).start()
+        args=(plan.host, plan.port, model_name, keys[0] or None),
+    )
     try:
+        cli_env_setup()  # type: ignore[no-untyped-call]
+        configure_logging_from_args(args)
+        ServeSubcommand().validate(args)
+        banner.start()
         ServeSubcommand.cmd(args)
     except (KeyboardInterrupt, SystemExit):
         raise
