@@ -1,18 +1,16 @@
 """``amortized`` on bad input: non-zero exit, one line that says what to fix, no traceback."""
 
 import json
+import os
 import socket
 import subprocess
-import sys
 
 import pytest
 
-AMORTIZED = [sys.executable, "-m", "amortized"]
+from tests.conftest import AMORTIZED
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
     return subprocess.run(
         [*AMORTIZED, *args],
         capture_output=True,
@@ -69,9 +67,7 @@ def test_unknown_vllm_option_is_one_line(tiny_llama):
     proc = run_cli("serve", str(tiny_llama.path), "--port", "1", "--dry-run", "--", "--bogus")
     # dry-run does not start vLLM, so the option is only checked when serving for real
     assert proc.returncode == 0
-    import socket as s
-
-    with s.socket() as sock:
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         free = sock.getsockname()[1]
     proc = run_cli("serve", str(tiny_llama.path), "--port", str(free), "--", "--bogus-flag")

@@ -10,7 +10,7 @@ Module summaries come from the docstrings of Python's own standard library, read
 import ast
 import random
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +174,11 @@ def dialogues(seed: int, count: int) -> Iterator[Dialogue]:
                 {"role": "assistant", "content": answer},
             ]
         yield Dialogue(tuple(messages))
+
+
+def message_texts(chats: Iterable[Dialogue]) -> Iterator[str]:
+    """Every message's text, e.g. to train a tokenizer on."""
+    return (message["content"] for dialogue in chats for message in dialogue.messages)
 
 
 def vocabulary(seed: int, count: int) -> set[str]:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+from transformers import PreTrainedTokenizerFast
 
 from amortized.config import models_dir
-from amortized.models.corpus import dialogues
+from amortized.models.corpus import dialogues, message_texts
 from amortized.models.folder import ModelFolder, ensure_folder, write_manifest
 from amortized.models.shape import ModelShape, save_model_folder
 from amortized.models.tokenizer import END_OF_TEXT, token_id, train_tokenizer
@@ -66,15 +67,12 @@ def default_model_path(
     return models_dir(cache_dir) / f"{DEFAULT_MODEL_NAME}-{recipe.fingerprint()}"
 
 
-def _token_stream(
-    recipe: DefaultModelRecipe,
-    texts: list[str],
-    tokenizer_ids: Callable[[str], list[int]],
-    separator: int,
-) -> torch.Tensor:
+def _token_stream(texts: list[str], tokenizer: PreTrainedTokenizerFast) -> torch.Tensor:
+    """All texts tokenized back to back, each followed by END_OF_TEXT."""
+    separator = token_id(tokenizer, END_OF_TEXT)
     ids: list[int] = []
     for text in texts:
-        ids.extend(tokenizer_ids(text))
+        ids.extend(tokenizer.encode(text))
         ids.append(separator)
     return torch.tensor(ids, dtype=torch.long)
 
@@ -94,17 +92,12 @@ def build_default_model(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
-        chats = [list(d.messages) for d in dialogues(recipe.seed, recipe.dialogues)]
-        tokenizer = train_tokenizer(
-            (m["content"] for chat in chats[:5000] for m in chat), recipe.vocab_size
-        )
-        texts = [str(tokenizer.apply_chat_template(chat, tokenize=False)) for chat in chats]
-        stream = _token_stream(
-            recipe,
-            texts,
-            lambda t: list(tokenizer.encode(t)),
-            token_id(tokenizer, END_OF_TEXT),
-        )
+        chats = list(dialogues(recipe.seed, recipe.dialogues))
+        tokenizer = train_tokenizer(message_texts(chats[:5000]), recipe.vocab_size)
+        texts = [
+            str(tokenizer.apply_chat_template(list(d.messages), tokenize=False)) for d in chats
+        ]
+        stream = _token_stream(texts, tokenizer)
         model = recipe.shape.new_model(tokenizer, recipe.seed)
         model.train()
         optimizer = torch.optim.AdamW(

@@ -4,7 +4,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from amortized.models.corpus import dialogues
+from amortized.models.corpus import dialogues, message_texts
 from amortized.models.folder import (
     ModelFolder,
     staged_folder,
@@ -24,16 +24,12 @@ class TinyModelSpec:
     seed: int = 0
 
 
-def _tokenizer_texts(seed: int, count: int = 400) -> list[str]:
-    return [m["content"] for d in dialogues(seed, count) for m in d.messages]
-
-
 def build_tiny_model(out: str | os.PathLike[str], spec: TinyModelSpec | None = None) -> ModelFolder:
     """Build a random-weight model folder at ``out`` (replaced if present); output is noise."""
     spec = spec or TinyModelSpec()
     target = Path(out)
     with staged_folder(target) as staging:
-        tokenizer = train_tokenizer(_tokenizer_texts(spec.seed), spec.vocab_size)
+        tokenizer = train_tokenizer(message_texts(dialogues(spec.seed, 400)), spec.vocab_size)
         model = spec.shape.new_model(tokenizer, spec.seed)
         save_model_folder(model, tokenizer, staging, spec.shape)
         write_manifest(staging, {"kind": "tiny-random", **asdict(spec)})

@@ -58,15 +58,6 @@ def _has_option(args: Sequence[str], *names: str) -> bool:
     return any(a == n or a.startswith(n + "=") for a in args for n in names)
 
 
-def _option_value(args: Sequence[str], name: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def resolve_model(model: str | None, cache_dir: str | None) -> tuple[str, bool]:
     """A local folder (validated), a hub id (passed on), or the default model (built if needed).
 
@@ -176,7 +167,6 @@ def parse_vllm_args(argv: Sequence[str]) -> Namespace:
     for p in (parser, serve_parser):
         p.error = fail  # type: ignore[method-assign,assignment]
     args: Namespace = parser.parse_args(list(argv))
-    args.dispatch_function = ServeSubcommand.cmd
     return args
 
 
@@ -226,9 +216,12 @@ def _announce_when_ready(host: str, port: int, model: str, api_key: str | None) 
 
 
 def run(plan: LaunchPlan) -> None:
-    """Start vLLM in this process with ``plan``; returns when the server stops."""
+    """Start vLLM in this process with ``plan``; returns when the server stops.
+
+    Callers check the port first (``check_port_free``) so a clash fails before any model
+    is built; vLLM's own bind error is the backstop.
+    """
     os.environ.update(plan.env)
-    check_port_free(plan.host, plan.port)
     args = parse_vllm_args(plan.argv)
     from vllm.entrypoints.cli.serve import ServeSubcommand
     from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
