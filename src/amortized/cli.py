@@ -47,6 +47,22 @@ def _add_serve(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="print the equivalent `vllm serve` command and exit"
     )
+    kvp = p.add_argument_group("KV-prediction prefill")
+    kvp.add_argument(
+        "--kv-predictor", metavar="DIR", help="predictor folder from `amortized kvp train`"
+    )
+    kvp.add_argument(
+        "--kv-prediction-min-tokens",
+        type=int,
+        metavar="N",
+        help="shorter prompts use normal prefill (default: the predictor's setting)",
+    )
+    kvp.add_argument(
+        "--kv-prediction-default",
+        choices=("on", "off"),
+        default="on",
+        help="predict unless a request opts out (on), or only when it opts in (off)",
+    )
     p.set_defaults(handler=_serve)
 
 
@@ -55,7 +71,18 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not args.dry_run:
         launcher.check_port_free(args.host, args.port)
-    plan = launcher.plan_launch(args.model, args.host, args.port, args.vllm_args, args.cache_dir)
+    kv_prediction = None
+    if args.kv_predictor is not None:
+        kv_prediction = launcher.KVPredictionOptions(
+            args.kv_predictor, args.kv_prediction_min_tokens, args.kv_prediction_default == "on"
+        )
+    elif args.kv_prediction_min_tokens is not None:
+        raise AmortizedError("--kv-prediction-min-tokens needs --kv-predictor DIR")
+    plan = launcher.plan_launch(
+        args.model, args.host, args.port, args.vllm_args, args.cache_dir, kv_prediction=kv_prediction
+    )
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
         print(plan.shell_command())
         return 0
@@ -125,10 +152,17 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _add_kvp(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
+    from amortized.serving.kv_prediction.cli import add_kvp_command
+
+    add_kvp_command(subparsers)
+
+
 COMMANDS: list[Callable[["argparse._SubParsersAction[OneLineParser]"], None]] = [
     _add_serve,
     _add_models,
     _add_doctor,
+    _add_kvp,
 ]
 """Subcommand registrars; a capability appends its own."""
 

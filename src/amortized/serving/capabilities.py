@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from starlette.datastructures import State
 
 from amortized.errors import AmortizedError
@@ -31,17 +31,33 @@ class Capability:
     summary: str
     make_router: Callable[[], APIRouter]
     init_state: InitState | None = None
+    install: Callable[[FastAPI], None] | None = None
+    """Optional app-wide hook (e.g. a middleware in front of vLLM's own routes)."""
 
 
-BUILTIN_CAPABILITIES: tuple[Capability, ...] = ()
-"""Capabilities shipped with amortized, in the order ``/v1/amortized/info`` lists them."""
+def builtin_capabilities() -> tuple[Capability, ...]:
+    """Capabilities shipped with amortized, in the order ``/v1/amortized/info`` lists them."""
+    from amortized.serving.routes.kv_prediction import api_router as kv_prediction
+
+    return (
+        Capability(
+            name="kv_prediction",
+            summary="KV-prediction prefill: an auxiliary model predicts the prompt's KV cache "
+            "(arXiv 2410.08391)",
+            make_router=kv_prediction.make_router,
+            init_state=kv_prediction.init_state,
+            install=kv_prediction.install,
+        ),
+    )
 
 
 def enabled_capabilities(
-    available: Sequence[Capability] = BUILTIN_CAPABILITIES,
+    available: Sequence[Capability] | None = None,
     selection: str | None = None,
 ) -> list[Capability]:
     """Capabilities named by ``selection`` (or ``$AMORTIZED_CAPABILITIES``); all by default."""
+    if available is None:
+        available = builtin_capabilities()
     raw = os.environ.get(CAPABILITIES_ENV, "all") if selection is None else selection
     names = [n.strip() for n in raw.split(",") if n.strip()]
     if not names or names == ["all"]:

@@ -42,6 +42,7 @@ class LaunchPlan:
     port: int
     vllm_args: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def argv(self) -> list[str]:
@@ -98,6 +99,48 @@ def cpu_defaults(vllm_args: Sequence[str], environ: Mapping[str, str]) -> list[s
     return defaults
 
 
+@dataclass(frozen=True)
+class KVPredictionOptions:
+    """``--kv-predictor DIR`` and its companions."""
+
+    predictor: str
+    min_prompt_tokens: int | None = None
+    default_on: bool = True
+
+
+def kv_prediction_args(
+    options: KVPredictionOptions, model: str, vllm_args: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The ``--kv-transfer-config`` that selects the connector, and warnings to print.
+
+    The predictor is checked against the served model here so a mismatch costs no start-up.
+    """
+    from amortized.serving.kv_prediction.config import check_fits_base, load_predictor_folder
+    from amortized.serving.kv_prediction.policy import CONNECTOR_MODULE, CONNECTOR_NAME
+
+    if _has_option(vllm_args, "--kv-transfer-config"):
+        raise AmortizedError(
+            "--kv-predictor writes --kv-transfer-config itself; drop one of the two"
+        )
+    if options.min_prompt_tokens is not None and options.min_prompt_tokens < 2:
+        raise AmortizedError("--kv-prediction-min-tokens must be at least 2")
+    folder = load_predictor_folder(options.predictor)
+    warnings = check_fits_base(folder, model) if Path(model).is_dir() else []
+    extra: dict[str, object] = {
+        "predictor": str(folder.path),
+        "default": "on" if options.default_on else "off",
+    }
+    if options.min_prompt_tokens is not None:
+        extra["min_prompt_tokens"] = options.min_prompt_tokens
+    config = {
+        "kv_connector": CONNECTOR_NAME,
+        "kv_connector_module_path": CONNECTOR_MODULE,
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": extra,
+    }
+    return ["--kv-transfer-config", json.dumps(config, separators=(",", ":"))], warnings
+
+
 def plan_launch(
     model: str | None,
     host: str = DEFAULT_HOST,
@@ -106,6 +149,7 @@ def plan_launch(
     cache_dir: str | None = None,
     on_cpu: bool | None = None,
     environ: Mapping[str, str] | None = None,
+    kv_prediction: KVPredictionOptions | None = None,
 ) -> LaunchPlan:
     """Work out the vLLM command and environment; raises AmortizedError on bad input.
 
@@ -127,6 +171,10 @@ def plan_launch(
 
         on_cpu = bool(current_platform.is_cpu())
     args = list(vllm_args)
+    warnings: list[str] = []
+    if kv_prediction is not None:
+        extra_args, warnings = kv_prediction_args(kv_prediction, resolved, args)
+        args += extra_args
     if is_default and not _has_option(args, "--served-model-name"):
         from amortized.models.default import DEFAULT_MODEL_NAME
 
@@ -136,7 +184,7 @@ def plan_launch(
     env = {"VLLM_PLUGINS": plugin_allowlist(environ)}
     if on_cpu and "VLLM_CPU_OMP_THREADS_BIND" not in environ and (os.cpu_count() or 1) <= 2:
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"  # auto-binding reserves a core we lack
-    return LaunchPlan(resolved, host, port, tuple(args), env)
+    return LaunchPlan(resolved, host, port, tuple(args), env, tuple(warnings))
 
 
 def check_port_free(host: str, port: int) -> None:

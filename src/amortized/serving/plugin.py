@@ -33,6 +33,8 @@ class AmortizedEndpointPlugin:
         """Mount the info route and each capability's router."""
         app.include_router(info_router.make_router())
         for capability in self.capabilities:
+            if capability.install is not None:
+                capability.install(app)
             router = capability.make_router()
             app.include_router(router)
             paths = sorted({getattr(route, "path", "") for route in router.routes} - {""})

@@ -1,0 +1,477 @@
+"""Joint training of the auxiliary model and the K/V maps against a frozen base model.
+
+Loss (paper, weights 1/1/1): base cross-entropy when every base layer attends only to
+predicted K/V (teacher-forced over all positions) + auxiliary cross-entropy + the mean over
+base layers of the L1 distance between predicted and true pre-RoPE K and V.
+"""
+
+import copy
+import json
+import math
+import os
+import random
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from amortized.serving.kv_prediction.config import (
+    AUX_DIR_NAME,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    AttentionGeometry,
+    AuxModelRef,
+    BaseModelRef,
+    PredictorConfig,
+    PredictorError,
+    PredictorFolder,
+    ServingDefaults,
+    WeightsRef,
+    default_layer_map,
+    load_predictor_folder,
+    model_config_sha256,
+    sha256_file,
+)
+from amortized.serving.kv_prediction.predictor import KVPredictor
+from amortized.serving.kv_prediction.projections import (
+    capture_kv,
+    decoder_layers,
+    replace_kv,
+    run_capture,
+)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+Init = Literal["lstsq", "identity", "random"]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything ``amortized kvp train`` needs; recorded in the checkpoint to resume safely."""
+
+    base: str
+    data: str
+    out: str
+    aux: str | None = None
+    prune: float | None = None
+    seq_len: int = 256
+    batch_size: int = 8
+    steps: int = 300
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    eval_fraction: float = 0.05
+    eval_batches: int = 4
+    checkpoint_every: int = 100
+    init: Init = "lstsq"
+    min_prompt_tokens: int = 256
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if (self.aux is None) == (self.prune is None):
+            raise PredictorError("give exactly one of --aux PATH or --prune FRACTION")
+        if self.prune is not None and not 0 < self.prune < 1:
+            raise PredictorError(f"--prune must be between 0 and 1 (e.g. 0.25), not {self.prune}")
+        for name in ("seq_len", "batch_size", "steps", "checkpoint_every", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise PredictorError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.eval_fraction < 1:
+            raise PredictorError("--eval-fraction must be between 0 and 1")
+
+    def resume_key(self) -> dict[str, Any]:
+        """Settings that must not change between a run and its resumption."""
+        keep = ("base", "data", "aux", "prune", "seq_len", "batch_size", "init", "seed")
+        return {k: getattr(self, k) for k in keep}
+
+
+@dataclass
+class EvalResult:
+    """Held-out metrics; ``base_loss_exact`` is the floor ``base_loss_predicted`` aims at."""
+
+    step: int
+    kv_l1: float
+    base_loss_predicted: float
+    base_loss_exact: float
+    aux_loss: float
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint restores."""
+
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def prune_layers(model: nn.Module, fraction: float) -> tuple[nn.Module, list[int]]:
+    """A copy of ``model`` keeping every ``round(1/fraction)``-th layer (0, k, 2k, ...)."""
+    step = max(1, round(1 / fraction))
+    layers = decoder_layers(model)
+    kept = list(range(0, len(layers), step))
+    aux = copy.deepcopy(model)
+    aux_layers = decoder_layers(aux)
+    new_layers = nn.ModuleList(aux_layers[i] for i in kept)
+    for new_index, layer in enumerate(new_layers):
+        attn = getattr(layer, "self_attn", None)
+        if attn is not None and hasattr(attn, "layer_idx"):
+            attn.layer_idx = new_index
+    getattr(aux, "model", aux).layers = new_layers
+    aux.config.num_hidden_layers = len(kept)
+    if getattr(aux.config, "layer_types", None) is not None:
+        aux.config.layer_types = [aux.config.layer_types[i] for i in kept]
+    return aux, kept
+
+
+def pruned_layer_map(base_layers: int, kept: Sequence[int]) -> list[int]:
+    """Base layer i reads the last kept layer at or below it (i//4 for every 4th kept)."""
+    return [max(j for j, k in enumerate(kept) if k <= i) for i in range(base_layers)]
+
+
+def load_token_stream(path: str | os.PathLike[str], tokenizer: Any) -> torch.Tensor:
+    """Tokens of a ``.txt`` file or a ``.jsonl`` of ``{"text"}`` / ``{"messages"}`` records."""
+    file = Path(path)
+    if not file.is_file():
+        raise PredictorError(f"--data {file} does not exist")
+    texts: list[str] = []
+    if file.suffix == ".jsonl":
+        for number, line in enumerate(file.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PredictorError(f"{file}:{number} is not JSON ({exc.msg})") from exc
+            if isinstance(record, dict) and isinstance(record.get("text"), str):
+                texts.append(record["text"])
+            elif isinstance(record, dict) and isinstance(record.get("messages"), list):
+                texts.append(tokenizer.apply_chat_template(record["messages"], tokenize=False))
+            else:
+                raise PredictorError(f"{file}:{number} needs a 'text' or 'messages' field")
+    else:
+        texts = [file.read_text()]
+    tokenizer.model_max_length = 1 << 62  # we chunk the stream ourselves
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def split_chunks(
+    tokens: torch.Tensor, seq_len: int, eval_fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, seq_len]`` training and held-out chunks (the held-out ones are the last)."""
+    count = len(tokens) // seq_len
+    if count < 2:
+        raise PredictorError(
+            f"--data has {len(tokens)} tokens, fewer than two chunks of --seq-len {seq_len}"
+        )
+    chunks = tokens[: count * seq_len].view(count, seq_len)
+    held = max(1, round(count * eval_fraction))
+    return chunks[:-held], chunks[-held:]
+
+
+class KVPredictionTrainer:
+    """Trains the maps and the auxiliary model; the base model is frozen throughout."""
+
+    def __init__(self, config: TrainingConfig, log: Callable[[str], None] = print) -> None:
+        from transformers import AutoTokenizer
+
+        from amortized.serving.kv_prediction.runtime import load_hf_model
+
+        self.config = config
+        self.log = log
+        self.out = Path(config.out)
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.base_path = Path(config.base).expanduser().resolve()
+        self.base_geometry = AttentionGeometry.from_folder(self.base_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.base_path))
+        self.base = load_hf_model(self.base_path, torch.float32).to(self.device)
+        self.base.requires_grad_(False)
+        if config.prune is not None:
+            self.aux, kept = prune_layers(self.base, config.prune)
+            self.layer_map = pruned_layer_map(self.base_geometry.num_layers, kept)
+            self.aux_origin = f"prune:{config.prune} (base layers {kept})"
+        else:
+            aux_path = Path(str(config.aux)).expanduser().resolve()
+            self.aux = load_hf_model(aux_path, torch.float32).to(self.device)
+            aux_geometry = AttentionGeometry.from_folder(aux_path)
+            if aux_geometry.vocab_size != self.base_geometry.vocab_size:
+                raise PredictorError(
+                    f"--aux {aux_path} has vocab_size {aux_geometry.vocab_size}, the base "
+                    f"{self.base_geometry.vocab_size}; both must share one tokenizer"
+                )
+            self.layer_map = default_layer_map(
+                self.base_geometry.num_layers, aux_geometry.num_layers
+            )
+            self.aux_origin = str(aux_path)
+        self.aux.requires_grad_(True)
+        self.aux.train()
+        self.aux_geometry = AttentionGeometry.from_hf_config(
+            self.aux.config.to_dict(), "auxiliary model"
+        )
+        self.maps = KVPredictor(self.aux_geometry, self.base_geometry, self.layer_map).to(
+            self.device
+        )
+        tokens = load_token_stream(config.data, self.tokenizer)
+        self.train_chunks, self.eval_chunks = split_chunks(
+            tokens, config.seq_len, config.eval_fraction
+        )
+        params = [*self.aux.parameters(), *self.maps.parameters()]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+        self.state = TrainingState()
+
+    # -- batches and losses -------------------------------------------------------------
+
+    def batch(self, step: int) -> torch.Tensor:
+        """The training batch for ``step``; a function of the step so resuming is exact."""
+        rng = random.Random(self.config.seed * 1_000_003 + step)
+        rows = [rng.randrange(len(self.train_chunks)) for _ in range(self.config.batch_size)]
+        return self.train_chunks[rows].to(self.device)
+
+    def true_kv(self, ids: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The base model's own pre-RoPE K/V (no gradient)."""
+        with torch.no_grad():
+            return run_capture(self.base, ids, stop_after_layer=self.base_geometry.num_layers - 1)
+
+    def losses(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The three loss terms and their sum for one batch."""
+        true_k, true_v = self.true_kv(ids)
+        with capture_kv(self.aux) as (aux_k, aux_v):
+            aux_loss = self.aux(input_ids=ids, labels=ids, use_cache=False).loss
+        pred_k, pred_v = self.maps(
+            [k for k in aux_k if k is not None], [v for v in aux_v if v is not None]
+        )
+        with replace_kv(self.base, pred_k, pred_v):
+            base_loss = self.base(input_ids=ids, labels=ids, use_cache=False).loss
+        l1 = torch.stack(
+            [
+                (pk - tk).abs().mean() + (pv - tv).abs().mean()
+                for pk, tk, pv, tv in zip(pred_k, true_k, pred_v, true_v, strict=True)
+            ]
+        ).mean()
+        return {"total": base_loss + aux_loss + l1, "base": base_loss, "aux": aux_loss, "kv_l1": l1}
+
+    @torch.no_grad()
+    def evaluate(self) -> EvalResult:
+        """Held-out K/V L1, base loss on predicted vs exact K/V, auxiliary loss."""
+        was_training = self.aux.training
+        self.aux.eval()
+        sums = {"kv_l1": 0.0, "base": 0.0, "aux": 0.0, "exact": 0.0}
+        size = self.config.batch_size
+        batches = [
+            self.eval_chunks[i : i + size]
+            for i in range(0, len(self.eval_chunks), size)
+        ][: self.config.eval_batches]
+        for chunk in batches:
+            ids = chunk.to(self.device)
+            terms = self.losses(ids)
+            sums["kv_l1"] += float(terms["kv_l1"])
+            sums["base"] += float(terms["base"])
+            sums["aux"] += float(terms["aux"])
+            sums["exact"] += float(self.base(input_ids=ids, labels=ids, use_cache=False).loss)
+        self.aux.train(was_training)
+        n = len(batches)
+        return EvalResult(
+            step=self.state.step,
+            kv_l1=sums["kv_l1"] / n,
+            base_loss_predicted=sums["base"] / n,
+            base_loss_exact=sums["exact"] / n,
+            aux_loss=sums["aux"] / n,
+        )
+
+    # -- initialisation -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def initialise_maps(self) -> None:
+        """Start the maps at a closed-form least-squares fit (or identity / random)."""
+        if self.config.init == "random":
+            return
+        if self.config.init == "identity":
+            self.maps.set_identity()
+            return
+        ids = torch.cat([self.batch(-1 - i) for i in range(4)])
+        aux_k, aux_v = run_capture(self.aux, ids)
+        true_k, true_v = self.true_kv(ids)
+        self.maps.fit_least_squares(aux_k, aux_v, true_k, true_v)
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        """Atomically write everything needed to continue from this step."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "resume_key": self.config.resume_key(),
+            "step": self.state.step,
+            "history": self.state.history,
+            "aux": self.aux.state_dict(),
+            "maps": self.maps.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        tmp = self.out / f".{CHECKPOINT_NAME}.tmp"
+        torch.save(payload, tmp)
+        os.replace(tmp, self.out / CHECKPOINT_NAME)
+
+    def load_checkpoint(self) -> None:
+        """Continue from ``out/checkpoint.pt``; refuses one made with other settings."""
+        path = self.out / CHECKPOINT_NAME
+        try:
+            payload = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # torch raises several unrelated types for bad files
+            raise PredictorError(f"cannot read checkpoint {path} ({exc})") from exc
+        if payload.get("resume_key") != self.config.resume_key():
+            raise PredictorError(
+                f"{path} was made with other settings ({payload.get('resume_key')}); "
+                "use the same --base/--aux/--prune/--data/--seq-len/--batch-size/--seed "
+                "or another --out"
+            )
+        self.aux.load_state_dict(payload["aux"])
+        self.maps.load_state_dict(payload["maps"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = TrainingState(step=int(payload["step"]), history=list(payload["history"]))
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to 10%."""
+        cfg = self.config
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+    def train(self, resume: bool = False) -> PredictorFolder:
+        """Run to ``config.steps`` (resuming if asked), evaluate, and write the predictor."""
+        checkpoint = self.out / CHECKPOINT_NAME
+        if checkpoint.exists() and not resume:
+            raise PredictorError(
+                f"{self.out} already has a training checkpoint; pass --resume to continue "
+                "it or choose another --out"
+            )
+        if resume and checkpoint.exists():
+            self.load_checkpoint()
+            self.log(f"resuming from step {self.state.step}")
+        else:
+            self.initialise_maps()
+            start = self.evaluate()
+            self.state.history.append(asdict(start))
+            self.log(_describe(start, "initial"))
+        bar = tqdm(
+            total=self.config.steps, initial=self.state.step, desc="kvp train", unit="step"
+        )
+        while self.state.step < self.config.steps:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate(self.state.step)
+            terms = self.losses(self.batch(self.state.step))
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(
+                [*self.aux.parameters(), *self.maps.parameters()], max_norm=1.0
+            )
+            self.optimizer.step()
+            self.state.step += 1
+            bar.update(1)
+            bar.set_postfix(
+                {k: f"{v.item():.3f}" for k, v in terms.items() if k != "total"}
+            )
+            if self.state.step % self.config.checkpoint_every == 0:
+                result = self.evaluate()
+                self.state.history.append(asdict(result))
+                bar.write(_describe(result, "eval"))
+                self.save_checkpoint()
+        bar.close()
+        if not self.state.history or self.state.history[-1]["step"] != self.state.step:
+            self.state.history.append(asdict(self.evaluate()))
+            self.save_checkpoint()
+        return self.export()
+
+    def export(self) -> PredictorFolder:
+        """Write ``aux/``, the maps and ``kv_predictor.json`` into ``out``."""
+        from amortized.models.folder import write_manifest
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        aux_dir = self.out / AUX_DIR_NAME
+        shutil.rmtree(aux_dir, ignore_errors=True)
+        self.aux.save_pretrained(aux_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(aux_dir)
+        write_manifest(aux_dir, {"kind": "kv-prediction-auxiliary", "origin": self.aux_origin})
+        weights = self.out / WEIGHTS_NAME
+        self.maps.save(weights)
+        config = PredictorConfig(
+            base=BaseModelRef(
+                path=str(self.base_path),
+                geometry=self.base_geometry,
+                config_sha256=model_config_sha256(self.base_path),
+            ),
+            aux=AuxModelRef(path=AUX_DIR_NAME, geometry=self.aux_geometry, origin=self.aux_origin),
+            layer_map=self.layer_map,
+            weights=WeightsRef(file=WEIGHTS_NAME, sha256=sha256_file(weights)),
+            serving=ServingDefaults(min_prompt_tokens=self.config.min_prompt_tokens),
+            training={
+                "steps": self.state.step,
+                "settings": asdict(self.config),
+                "history": self.state.history,
+            },
+        )
+        (self.out / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n")
+        return load_predictor_folder(self.out)
+
+
+def _describe(result: EvalResult, label: str) -> str:
+    return (
+        f"{label} @ step {result.step}: kv_l1 {result.kv_l1:.4f}, base loss on predicted KV "
+        f"{result.base_loss_predicted:.4f} (exact KV {result.base_loss_exact:.4f}), "
+        f"aux loss {result.aux_loss:.4f}"
+    )
+
+
+def write_identity_predictor(base: str | os.PathLike[str], out: str | os.PathLike[str]) -> PredictorFolder:
+    """A predictor whose auxiliary model *is* the base and whose maps are identities.
+
+    It reproduces the base's own K/V, so serving with it must match plain serving: the
+    end-to-end exactness check for the connector and the cache writes.
+    """
+    from transformers import AutoTokenizer
+
+    from amortized.models.folder import write_manifest
+    from amortized.serving.kv_prediction.runtime import load_hf_model
+
+    base_path = Path(base).expanduser().resolve()
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    geometry = AttentionGeometry.from_folder(base_path)
+    aux_dir = target / AUX_DIR_NAME
+    shutil.rmtree(aux_dir, ignore_errors=True)
+    model = load_hf_model(base_path, torch.float32)
+    model.save_pretrained(aux_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(base_path)).save_pretrained(aux_dir)
+    write_manifest(aux_dir, {"kind": "kv-prediction-auxiliary", "origin": "identity"})
+    layer_map = list(range(geometry.num_layers))
+    maps = KVPredictor(geometry, geometry, layer_map)
+    maps.set_identity()
+    weights = target / WEIGHTS_NAME
+    maps.save(weights)
+    config = PredictorConfig(
+        base=BaseModelRef(
+            path=str(base_path), geometry=geometry, config_sha256=model_config_sha256(base_path)
+        ),
+        aux=AuxModelRef(path=AUX_DIR_NAME, geometry=geometry, origin="identity (aux = base)"),
+        layer_map=layer_map,
+        weights=WeightsRef(file=WEIGHTS_NAME, sha256=sha256_file(weights)),
+        serving=ServingDefaults(min_prompt_tokens=16),
+    )
+    (target / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n")
+    return load_predictor_folder(target)

@@ -1,0 +1,1 @@
+"""``/v1/amortized/kv-prediction`` and the request policy in front of the OpenAI routes."""
