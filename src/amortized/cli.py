@@ -79,7 +79,12 @@ def _serve(args: argparse.Namespace) -> int:
     elif args.kv_prediction_min_tokens is not None:
         raise AmortizedError("--kv-prediction-min-tokens needs --kv-predictor DIR")
     plan = launcher.plan_launch(
-        args.model, args.host, args.port, args.vllm_args, args.cache_dir, kv_prediction=kv_prediction
+        args.model,
+        args.host,
+        args.port,
+        args.vllm_args,
+        args.cache_dir,
+        kv_prediction=kv_prediction,
     )
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from amortized.config import models_dir
@@ -24,6 +23,7 @@ from amortized.models.corpus import dialogues, message_texts
 from amortized.models.folder import ModelFolder, ensure_folder, write_manifest
 from amortized.models.shape import ModelShape, save_model_folder
 from amortized.models.tokenizer import END_OF_TEXT, token_id, train_tokenizer
+from amortized.models.training import train_causal_lm
 
 RECIPE_VERSION = 1
 DEFAULT_MODEL_NAME = "amortized-default"
@@ -99,32 +99,17 @@ def build_default_model(
         ]
         stream = _token_stream(texts, tokenizer)
         model = recipe.shape.new_model(tokenizer, recipe.seed)
-        model.train()
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=recipe.learning_rate, betas=(0.9, 0.95), weight_decay=0.1
-        )
-        generator = torch.Generator().manual_seed(recipe.seed)
-        span = recipe.seq_len + 1
-        losses: list[float] = []
-        bar = tqdm(
-            range(recipe.steps),
+        losses = train_causal_lm(
+            model,
+            stream,
+            steps=recipe.steps,
+            batch_size=recipe.batch_size,
+            seq_len=recipe.seq_len,
+            lr_at=lambda step: _lr_at(step, recipe),
+            seed=recipe.seed,
             desc="training default model",
-            disable=not progress,
-            file=sys.stderr,
+            progress=progress,
         )
-        for step in bar:
-            starts = torch.randint(0, len(stream) - span, (recipe.batch_size,), generator=generator)
-            batch = torch.stack([stream[s : s + span] for s in starts.tolist()])
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, recipe)
-            loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        model.eval()  # type: ignore[no-untyped-call]
         save_model_folder(model, tokenizer, out, recipe.shape)
         stats = {
             "final_loss": sum(losses[-10:]) / min(10, len(losses)),

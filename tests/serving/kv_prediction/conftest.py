@@ -30,7 +30,9 @@ def identity_predictor(
     return write_identity_predictor(tiny_llama.path, tmp_path_factory.mktemp("kvp") / "identity")
 
 
-def train_predictor(base: Path, data: Path, out: Path, steps: int = 30, **kw: object) -> PredictorFolder:
+def train_predictor(
+    base: Path, data: Path, out: Path, steps: int = 30, **kw: object
+) -> PredictorFolder:
     """A few quick training steps; enough to exercise the whole recipe."""
     settings: dict[str, object] = {
         "base": str(base),

@@ -40,7 +40,9 @@ def test_default_layer_map_spreads_evenly():
     assert default_layer_map(4, 4) == [0, 1, 2, 3]
 
 
-def test_fits_its_base_and_names_mismatches(identity_predictor: PredictorFolder, tiny_qwen2: ModelFolder, tiny_llama: ModelFolder):
+def test_fits_its_base_and_names_mismatches(
+    identity_predictor: PredictorFolder, tiny_qwen2: ModelFolder, tiny_llama: ModelFolder
+):
     assert check_fits_base(identity_predictor, tiny_llama.path) == []
     with pytest.raises(PredictorError, match="model_type llama != qwen2"):
         check_fits_base(identity_predictor, tiny_qwen2.path)

@@ -15,7 +15,9 @@ def reference_cache(model_path, ids: list[int]) -> list[tuple[torch.Tensor, torc
     model = load_hf_model(model_path, torch.float32)
     with torch.no_grad():
         cache = model(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
-    return [(layer.keys[0].transpose(0, 1), layer.values[0].transpose(0, 1)) for layer in cache.layers]
+    return [
+        (layer.keys[0].transpose(0, 1), layer.values[0].transpose(0, 1)) for layer in cache.layers
+    ]
 
 
 def test_identity_predictor_reproduces_the_base_cache(
@@ -38,7 +40,9 @@ def test_trained_predictor_is_close_but_not_exact(
     predicted = runtime.predict(ids, 0, len(ids))
     reference = reference_cache(tiny_llama.path, ids)
     # Layer 0 of a 0.5-pruned auxiliary model is the base's layer 0: keys start exact-ish.
-    errors = [float((p - r[0]).abs().mean()) for p, r in zip(predicted.keys, reference, strict=True)]
+    errors = [
+        float((p - r[0]).abs().mean()) for p, r in zip(predicted.keys, reference, strict=True)
+    ]
     scale = float(reference[1][0].abs().mean())
     assert errors[1] > 0
     assert errors[1] < scale

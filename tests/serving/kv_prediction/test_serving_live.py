@@ -43,7 +43,9 @@ def token_prompt(length: int, seed: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def exact_server(
-    tiny_llama: ModelFolder, identity_predictor: PredictorFolder, tmp_path_factory: pytest.TempPathFactory
+    tiny_llama: ModelFolder,
+    identity_predictor: PredictorFolder,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerProcess]:
     """fp32; 128-token prefill chunks; a KV cache of 12 blocks, so 8 requests must preempt."""
     log = tmp_path_factory.mktemp("logs") / "kvp-exact.log"
@@ -55,7 +57,9 @@ def exact_server(
 
 @pytest.fixture(scope="module")
 def trained_server(
-    tiny_llama: ModelFolder, trained_predictor: PredictorFolder, tmp_path_factory: pytest.TempPathFactory
+    tiny_llama: ModelFolder,
+    trained_predictor: PredictorFolder,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ServerProcess, Any]]:
     """bf16 (the CPU default). Its very first request is a predicted one of 70 tokens."""
     log = tmp_path_factory.mktemp("logs") / "kvp-trained.log"
@@ -69,7 +73,11 @@ def trained_server(
 
 def complete(client: openai.OpenAI, ids: list[int], flag: bool, max_tokens: int = 16) -> Any:
     return client.completions.create(
-        model="tiny", prompt=ids, max_tokens=max_tokens, temperature=0, logprobs=3,
+        model="tiny",
+        prompt=ids,
+        max_tokens=max_tokens,
+        temperature=0,
+        logprobs=3,
         extra_body=kvp(flag),
     )
 
@@ -99,7 +107,11 @@ async def test_concurrent_requests_under_preemption_stay_exact(exact_server: Ser
 
     async def run(ids: list[int], flag: bool) -> Any:
         return await client.completions.create(
-            model="tiny", prompt=ids, max_tokens=40, temperature=0, logprobs=1,
+            model="tiny",
+            prompt=ids,
+            max_tokens=40,
+            temperature=0,
+            logprobs=1,
             extra_body=kvp(flag),
         )
 
@@ -126,7 +138,8 @@ def test_first_request_of_a_fresh_bf16_engine_survives(trained_server):
     server, first = trained_server
     assert first.choices[0].finish_reason in ("length", "stop")
     supplied = predicted_tokens(first)
-    assert supplied is not None and 0 < supplied <= 69
+    assert supplied is not None
+    assert 0 < supplied <= 69
     assert httpx.get(f"{server.root_url}/health").status_code == 200
 
 
@@ -135,11 +148,14 @@ def test_trained_pair_answers_chat_and_reports_prediction(trained_server):
     client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY)
     question = "Please count from one to ten, then tell me the opposite of hot. " * 4
     reply = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": question}], max_tokens=12,
+        model="tiny",
+        messages=[{"role": "user", "content": question}],
+        max_tokens=12,
         temperature=0,
     )
     assert reply.choices[0].message.content
-    assert reply.usage is not None and reply.usage.prompt_tokens >= 32
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens >= 32
     assert predicted_tokens(reply) == reply.usage.prompt_tokens - 1
 
 
@@ -176,14 +192,23 @@ async def test_eight_concurrent_mixed_requests_complete(trained_server):
     for i in range(8):
         ids = token_prompt(40 + 37 * i, 50 + i)
         if i % 3 == 2:
-            jobs.append(client.chat.completions.create(
-                model="tiny", messages=[{"role": "user", "content": "hello " * (10 + 9 * i)}],
-                max_tokens=8, extra_body=kvp(i % 2 == 0),
-            ))
+            jobs.append(
+                client.chat.completions.create(
+                    model="tiny",
+                    messages=[{"role": "user", "content": "hello " * (10 + 9 * i)}],
+                    max_tokens=8,
+                    extra_body=kvp(i % 2 == 0),
+                )
+            )
         else:
-            jobs.append(client.completions.create(
-                model="tiny", prompt=ids, max_tokens=8, extra_body=kvp(i % 2 == 0),
-            ))
+            jobs.append(
+                client.completions.create(
+                    model="tiny",
+                    prompt=ids,
+                    max_tokens=8,
+                    extra_body=kvp(i % 2 == 0),
+                )
+            )
     replies = await asyncio.gather(*jobs)
     assert [r.choices[0].finish_reason in ("length", "stop") for r in replies] == [True] * 8
     assert sum(predicted_tokens(r) is not None for r in replies) == 4
@@ -194,7 +219,9 @@ def test_bad_option_is_a_400_and_the_server_keeps_serving(trained_server):
     client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY)
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(
-            model="tiny", prompt="hi", max_tokens=2,
+            model="tiny",
+            prompt="hi",
+            max_tokens=2,
             extra_body={"kv_transfer_params": {"kv_prediction": "yes"}},
         )
     assert "must be true or false" in str(caught.value)
@@ -219,9 +246,17 @@ def test_launcher_rejects_a_predictor_for_another_model(
     tiny_qwen2: ModelFolder, identity_predictor: PredictorFolder
 ):
     done = subprocess.run(
-        [*AMORTIZED, "serve", str(tiny_qwen2.path), "--kv-predictor", str(identity_predictor.path),
-         "--dry-run"],
-        capture_output=True, text=True, timeout=120,
+        [
+            *AMORTIZED,
+            "serve",
+            str(tiny_qwen2.path),
+            "--kv-predictor",
+            str(identity_predictor.path),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -241,10 +276,21 @@ def test_plain_vllm_serve_refuses_a_mismatched_predictor(
     )
     vllm = str(Path(sys.executable).parent / "vllm")
     port = free_port()
-    argv = [vllm, "serve", str(tiny_qwen2.path), "--port", str(port), "--enforce-eager",
-            "--kv-cache-memory-bytes", "64M", "--kv-transfer-config", config]
-    server = ServerProcess(argv, port, tmp_path / "log", env={"VLLM_PLUGINS": "amortized"},
-                           startup_timeout=300)
+    argv = [
+        vllm,
+        "serve",
+        str(tiny_qwen2.path),
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--kv-cache-memory-bytes",
+        "64M",
+        "--kv-transfer-config",
+        config,
+    ]
+    server = ServerProcess(
+        argv, port, tmp_path / "log", env={"VLLM_PLUGINS": "amortized"}, startup_timeout=300
+    )
     with pytest.raises(ServerStartError, match="exited"):
         server.start()
     server.stop()

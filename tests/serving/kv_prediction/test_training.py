@@ -78,7 +78,9 @@ def test_separate_auxiliary_with_other_head_geometry(
     """A 1-layer Qwen2 with 2 KV heads of 64 predicting a 2-layer Qwen2 with 2 KV heads of 32."""
     shape = ModelShape(architecture="qwen2", num_layers=1, num_heads=2, num_kv_heads=2)
     aux = build_tiny_model(tmp_path / "aux", TinyModelSpec(shape=shape, seed=1))
-    folder = train_predictor(tiny_qwen2.path, corpus_file, tmp_path / "out", steps=10, aux=str(aux.path))
+    folder = train_predictor(
+        tiny_qwen2.path, corpus_file, tmp_path / "out", steps=10, aux=str(aux.path)
+    )
     assert folder.config.layer_map == [0, 0]
     assert folder.config.aux.geometry.kv_dim == 128
     assert folder.config.base.geometry.kv_dim == 64
@@ -105,9 +107,21 @@ def test_cli_train_and_show(tiny_llama: ModelFolder, corpus_file: Path, tmp_path
     show = subprocess.run([*AMORTIZED, "kvp", "show", str(out)], capture_output=True, text=True)
     assert '"training_steps": 4' in show.stdout
     missing = subprocess.run(
-        [*AMORTIZED, "kvp", "train", "--base", str(tiny_llama.path), "--prune", "0.5", "--data",
-         str(tmp_path / "nope.txt"), "--out", str(tmp_path / "x")],
-        capture_output=True, text=True,
+        [
+            *AMORTIZED,
+            "kvp",
+            "train",
+            "--base",
+            str(tiny_llama.path),
+            "--prune",
+            "0.5",
+            "--data",
+            str(tmp_path / "nope.txt"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1].endswith("does not exist")

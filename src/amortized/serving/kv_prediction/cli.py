@@ -73,7 +73,8 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
     )
     folder = KVPredictionTrainer(config).train(resume=args.resume)
-    print(f"wrote {folder.path}; serve it with: amortized serve {args.base} --kv-predictor {folder.path}")
+    serve = f"amortized serve {args.base} --kv-predictor {folder.path}"
+    print(f"wrote {folder.path}; serve it with: {serve}")
     return 0
 
 

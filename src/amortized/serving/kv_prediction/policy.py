@@ -53,8 +53,7 @@ class RequestPolicy:
         flag = params.get(KV_PREDICTION_PARAM, self.default_on)
         if not isinstance(flag, bool):
             raise PolicyError(
-                f"kv_transfer_params.{KV_PREDICTION_PARAM} must be true or false, "
-                f"not {flag!r}",
+                f"kv_transfer_params.{KV_PREDICTION_PARAM} must be true or false, not {flag!r}",
                 f"kv_transfer_params.{KV_PREDICTION_PARAM}",
             )
         salt = body.get("cache_salt")

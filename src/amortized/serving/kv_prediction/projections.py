@@ -5,7 +5,7 @@ base attend to predicted K/V; hooking the projections does both without copying 
 """
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import torch
@@ -108,11 +108,8 @@ def run_capture(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Forward ``input_ids`` far enough to capture K/V of layers ``0..stop_after_layer``."""
     inner = getattr(model, "model", model)
-    with capture_kv(model, stop_after_layer) as (keys, values):
-        try:
-            inner(input_ids=input_ids, use_cache=False)
-        except StopForward:
-            pass
+    with capture_kv(model, stop_after_layer) as (keys, values), suppress(StopForward):
+        inner(input_ids=input_ids, use_cache=False)
     last = len(keys) - 1 if stop_after_layer is None else stop_after_layer
     got_k = [k for k in keys[: last + 1] if k is not None]
     got_v = [v for v in values[: last + 1] if v is not None]

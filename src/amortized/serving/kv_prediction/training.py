@@ -272,10 +272,9 @@ class KVPredictionTrainer:
         self.aux.eval()
         sums = {"kv_l1": 0.0, "base": 0.0, "aux": 0.0, "exact": 0.0}
         size = self.config.batch_size
-        batches = [
-            self.eval_chunks[i : i + size]
-            for i in range(0, len(self.eval_chunks), size)
-        ][: self.config.eval_batches]
+        batches = [self.eval_chunks[i : i + size] for i in range(0, len(self.eval_chunks), size)][
+            : self.config.eval_batches
+        ]
         for chunk in batches:
             ids = chunk.to(self.device)
             terms = self.losses(ids)
@@ -369,9 +368,7 @@ class KVPredictionTrainer:
             start = self.evaluate()
             self.state.history.append(asdict(start))
             self.log(_describe(start, "initial"))
-        bar = tqdm(
-            total=self.config.steps, initial=self.state.step, desc="kvp train", unit="step"
-        )
+        bar = tqdm(total=self.config.steps, initial=self.state.step, desc="kvp train", unit="step")
         while self.state.step < self.config.steps:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate(self.state.step)
@@ -384,9 +381,7 @@ class KVPredictionTrainer:
             self.optimizer.step()
             self.state.step += 1
             bar.update(1)
-            bar.set_postfix(
-                {k: f"{v.item():.3f}" for k, v in terms.items() if k != "total"}
-            )
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items() if k != "total"})
             if self.state.step % self.config.checkpoint_every == 0:
                 result = self.evaluate()
                 self.state.history.append(asdict(result))
@@ -438,7 +433,9 @@ def _describe(result: EvalResult, label: str) -> str:
     )
 
 
-def write_identity_predictor(base: str | os.PathLike[str], out: str | os.PathLike[str]) -> PredictorFolder:
+def write_identity_predictor(
+    base: str | os.PathLike[str], out: str | os.PathLike[str]
+) -> PredictorFolder:
     """A predictor whose auxiliary model *is* the base and whose maps are identities.
 
     It reproduces the base's own K/V, so serving with it must match plain serving: the

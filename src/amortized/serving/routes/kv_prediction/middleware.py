@@ -24,9 +24,9 @@ class KVPredictionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = None
-        if scope["type"] == "http" and scope.get("method") == "POST":
-            if scope.get("path") in GUARDED_PATHS:
-                service = getattr(scope["app"].state, SERVICE_STATE, None)
+        guarded = scope["type"] == "http" and scope.get("method") == "POST"
+        if guarded and scope.get("path") in GUARDED_PATHS:
+            service = getattr(scope["app"].state, SERVICE_STATE, None)
         policy = getattr(service, "policy", None)
         if policy is None:
             await self.app(scope, receive, send)

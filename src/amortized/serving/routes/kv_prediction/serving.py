@@ -41,7 +41,9 @@ class KVPredictionService:
         if extra is None:
             return cls(None, None)
         folder = load_predictor_folder(str(extra.get("predictor", "")))
-        policy = RequestPolicy(namespace_tag(folder.fingerprint), parse_default(extra.get("default")))
+        policy = RequestPolicy(
+            namespace_tag(folder.fingerprint), parse_default(extra.get("default"))
+        )
         minimum = extra.get("min_prompt_tokens") or folder.config.serving.min_prompt_tokens
         return cls(folder, policy, int(minimum))
 
@@ -52,8 +54,8 @@ class KVPredictionService:
         config = self.folder.config
         history = config.training.get("history") or [None]
         verb = "opt out with" if self.policy.default_on else "opt in with"
-        example = OPT_OUT_EXAMPLE if self.policy.default_on else OPT_OUT_EXAMPLE.replace(
-            "false", "true"
+        example = (
+            OPT_OUT_EXAMPLE if self.policy.default_on else OPT_OUT_EXAMPLE.replace("false", "true")
         )
         return KVPredictionInfo(
             enabled=True,

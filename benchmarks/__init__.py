@@ -1,0 +1,1 @@
+"""Benchmarks: one script per capability plus a shared harness (``python -m benchmarks.X``)."""

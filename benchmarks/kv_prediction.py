@@ -1,0 +1,532 @@
+"""KV-prediction prefill: TTFT and answer quality of base, KVP-0.25, KVP-0.5 and aux alone.
+
+The task is synthetic key-value recall, where the answer depends on prompt content: a
+prompt holds filler, then records ``kX : vA vB``, then a question ``? kX :``; the answer is
+the record's two value tokens. Tiny models learn it in minutes on 2 CPU cores, so quality
+is measured, not assumed. All models are built by this script (cached by recipe
+fingerprint) and served by real vLLM servers; TTFT is measured through the OpenAI API,
+interleaving the four configurations request by request.
+
+    python -m benchmarks.kv_prediction [--quick] [--json out.json] [--plot out.png]
+"""
+
+import asyncio
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks._harness import base_parser, median, print_table, write_json
+
+PROMPT_LENGTHS = (512, 2048, 4096)
+CONFIGS = ("base", "kvp025", "kvp05", "aux_only")
+
+
+@dataclass(frozen=True)
+class RecallTask:
+    """Copy-recall: a random segment of value words, then ``? a b`` asks what followed ``a b``.
+
+    Answering needs the prompt (an induction-style lookup), and tiny models learn it in
+    minutes because every repeated stretch in the training text is predictable.
+    """
+
+    values: int = 64
+    filler_words: int = 128
+    segment: int = 24
+    queries: int = 3
+    max_filler: int = 48
+
+    @staticmethod
+    def word(prefix: str, index: int) -> str:
+        """Letters only (byte-level BPE splits digits off), e.g. ``vbd`` for value 19."""
+        letters = "abcdefghijklmnop"
+        return prefix + letters[index // 16] + letters[index % 16]
+
+    def words(self) -> list[str]:
+        """Every word of the task's language (each becomes one token)."""
+        values = (self.word("v", i) for i in range(self.values))
+        filler = (self.word("x", i) for i in range(self.filler_words))
+        return [*values, *filler, ";", "?"]
+
+    def filler(self, rng: random.Random, count: int) -> list[str]:
+        """Words that never occur in a segment."""
+        return [self.word("x", rng.randrange(self.filler_words)) for _ in range(count)]
+
+    def segment_words(self, rng: random.Random) -> list[str]:
+        return [self.word("v", rng.randrange(self.values)) for _ in range(self.segment)]
+
+    def query(self, rng: random.Random, segment: list[str]) -> tuple[list[str], list[str]]:
+        """``? a b`` (two consecutive segment words) and the two words that follow them."""
+        j = rng.randrange(len(segment) - 3)
+        return ["?", segment[j], segment[j + 1]], segment[j + 2 : j + 4]
+
+    def training_sample(self, rng: random.Random) -> str:
+        """Filler, a segment, sometimes a partial repeat of it, then questions with answers."""
+        segment = self.segment_words(rng)
+        words = [*self.filler(rng, rng.randrange(self.max_filler + 1)), ";", *segment, ";"]
+        if rng.random() < 0.5:
+            j = rng.randrange(self.segment - 8)
+            words += [*segment[j : j + 8 + rng.randrange(self.segment - 8 - j + 1)], ";"]
+        for _ in range(self.queries):
+            question, answer = self.query(rng, segment)
+            words += [*question, *answer]
+        return " ".join(words)
+
+    def question(self, rng: random.Random) -> tuple[list[str], list[str]]:
+        """Context words ending in ``? a b`` and the two answer words."""
+        segment = self.segment_words(rng)
+        question, answer = self.query(rng, segment)
+        return [";", *segment, ";", *question], answer
+
+
+@dataclass(frozen=True)
+class BenchRecipe:
+    """Everything that determines the cached models; its fingerprint names the cache."""
+
+    task: RecallTask = field(default_factory=RecallTask)
+    hidden_size: int = 256
+    num_layers: int = 8
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 704
+    train_samples: int = 12000
+    base_steps: int = 400
+    base_batch: int = 8
+    base_lr: float = 3e-3
+    seq_len: int = 256
+    kvp_steps: int = 120
+    kvp_batch: int = 8
+    kvp_lr: float = 1e-3
+    seed: int = 0
+    version: int = 1
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+QUICK_RECIPE = BenchRecipe(base_steps=250, kvp_steps=60)
+
+
+def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
+    """Train (or load from ``root``) the base model and the 0.25 / 0.5 predictors."""
+    import torch
+
+    from amortized.models.folder import ensure_folder, validate_model_folder, write_manifest
+    from amortized.models.shape import ModelShape, save_model_folder
+    from amortized.models.tokenizer import train_tokenizer
+    from amortized.models.training import train_causal_lm
+    from amortized.serving.kv_prediction import load_predictor_folder
+    from amortized.serving.kv_prediction.training import KVPredictionTrainer, TrainingConfig
+
+    rng = random.Random(recipe.seed)
+    samples = [recipe.task.training_sample(rng) for _ in range(recipe.train_samples)]
+    data = root / "train.txt"
+    timings: dict[str, float] = {}
+    shape = ModelShape(
+        hidden_size=recipe.hidden_size,
+        num_layers=recipe.num_layers,
+        num_heads=recipe.num_heads,
+        num_kv_heads=recipe.num_kv_heads,
+        intermediate_size=recipe.intermediate_size,
+        max_position_embeddings=8192,
+    )
+
+    def build_base(out: Path) -> None:
+        start = time.perf_counter()
+        torch.set_num_threads(os.cpu_count() or 1)
+        tokenizer = train_tokenizer(samples[:2000] + [" ".join(recipe.task.words())] * 50, 768)
+        for word in recipe.task.words():
+            if len(tokenizer.encode(" " + word)) != 1:
+                raise RuntimeError(f"task word {word!r} is not one token")
+        stream = torch.tensor(
+            [t for s in samples for t in tokenizer.encode(s + "\n")], dtype=torch.long
+        )
+        model = shape.new_model(tokenizer, recipe.seed)
+        steps = recipe.base_steps
+
+        def lr_at(step: int) -> float:
+            warm = 30
+            if step < warm:
+                return recipe.base_lr * (step + 1) / warm
+            progress = (step - warm) / max(1, steps - warm)
+            return recipe.base_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+        losses = train_causal_lm(
+            model,
+            stream,
+            steps=steps,
+            batch_size=recipe.base_batch,
+            seq_len=recipe.seq_len,
+            lr_at=lr_at,
+            seed=recipe.seed,
+            desc="train base",
+            weight_decay=0.0,
+        )
+        model.to(torch.float32)
+        save_model_folder(model, tokenizer, out, shape)
+        write_manifest(
+            out,
+            {
+                "kind": "bench-kvp-base",
+                "recipe": asdict(recipe),
+                "seconds": time.perf_counter() - start,
+                "final_loss": losses[-1],
+            },
+        )
+
+    root.mkdir(parents=True, exist_ok=True)
+    data.write_text("\n".join(samples) + "\n")
+    base = ensure_folder(root / "base", build_base)
+    timings["base"] = float((base.manifest or {}).get("recipe", {}).get("seconds", 0.0))
+    predictors = {}
+    for name, fraction in (("kvp025", 0.25), ("kvp05", 0.5)):
+        out = root / name
+        try:
+            predictors[name] = load_predictor_folder(out)
+            continue
+        except Exception:  # missing or partial: (re)train
+            pass
+        config = TrainingConfig(
+            base=str(base.path),
+            data=str(data),
+            out=str(out),
+            prune=fraction,
+            seq_len=recipe.seq_len,
+            batch_size=recipe.kvp_batch,
+            steps=recipe.kvp_steps,
+            lr=recipe.kvp_lr,
+            checkpoint_every=max(1, recipe.kvp_steps // 2),
+            eval_batches=2,
+            min_prompt_tokens=256,
+            seed=recipe.seed,
+        )
+        start = time.perf_counter()
+        folder = KVPredictionTrainer(config).train(resume=(out / "checkpoint.pt").exists())
+        history = folder.config.training
+        history["seconds"] = time.perf_counter() - start
+        (out / "kv_predictor.json").write_text(folder.config.model_dump_json(indent=2))
+        predictors[name] = load_predictor_folder(out)
+    validate_model_folder(base.path)
+    return {"base": base, **predictors}
+
+
+def describe_training(models: dict[str, Any]) -> dict[str, Any]:
+    """Which models were trained, on what, for how long (printed and saved)."""
+    manifest = models["base"].manifest or {}
+    described: dict[str, Any] = {
+        "base": {
+            "trained": True,
+            "steps": manifest.get("recipe", {}).get("recipe", {}).get("base_steps"),
+            "seconds": manifest.get("recipe", {}).get("seconds"),
+            "final_loss": manifest.get("recipe", {}).get("final_loss"),
+        }
+    }
+    for name in ("kvp025", "kvp05"):
+        training = models[name].config.training
+        described[name] = {
+            "trained": True,
+            "auxiliary": models[name].config.aux.origin,
+            "steps": training.get("steps"),
+            "seconds": training.get("seconds"),
+            "last_eval": (training.get("history") or [None])[-1],
+        }
+    described["aux_only"] = {"trained": True, "note": "the KVP-0.25 auxiliary model, served alone"}
+    return described
+
+
+# -- measurement -------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    base_url: str
+    model: str
+    opt_in: bool | None
+
+
+def make_prompt(
+    task: RecallTask, tokenizer: Any, length: int, rng: random.Random
+) -> tuple[list[int], list[int]]:
+    """Token ids of exactly ``length`` (filler first), and the answer's token ids."""
+    context, answer = task.question(rng)
+    ids = tokenizer.encode(" " + " ".join(context))
+    filler_ids = tokenizer.encode(" " + " ".join(task.filler(rng, max(0, length - len(ids)))))
+    prompt = (filler_ids + ids)[-length:]
+    return prompt, tokenizer.encode(" " + " ".join(answer))
+
+
+def extra(server: Server) -> dict[str, Any]:
+    if server.opt_in is None:
+        return {}
+    return {"extra_body": {"kv_transfer_params": {"kv_prediction": server.opt_in}}}
+
+
+async def ttft_ms(client: Any, server: Server, prompt: list[int]) -> float:
+    start = time.perf_counter()
+    stream = await client.completions.create(
+        model=server.model,
+        prompt=prompt,
+        max_tokens=1,
+        temperature=0,
+        stream=True,
+        **extra(server),
+    )
+    first = math.nan
+    async for chunk in stream:
+        if math.isnan(first) and chunk.choices:
+            first = (time.perf_counter() - start) * 1000
+    return first
+
+
+async def answer_quality(
+    client: Any, server: Server, prompt: list[int], answer: list[int], vocab: int
+) -> tuple[bool, float]:
+    """Greedy exact match and mean log-likelihood of the answer (teacher-forced)."""
+    hit, total = True, 0.0
+    for i, token in enumerate(answer):
+        reply = await client.completions.create(
+            model=server.model,
+            prompt=prompt + answer[:i],
+            max_tokens=1,
+            temperature=0,
+            logprobs=vocab,
+            **extra(server),
+        )
+        content = reply.choices[0].logprobs
+        top = content.top_logprobs[0]
+        by_id = _logprob_of(top, token, content)
+        total += by_id
+        hit = hit and content.tokens[0] == _token_text(top, token)
+    return hit, total / len(answer)
+
+
+_TOKEN_TEXT: dict[int, str] = {}
+
+
+def _token_text(top: dict[str, float], token: int) -> str:
+    return _TOKEN_TEXT[token]
+
+
+def _logprob_of(top: dict[str, float], token: int, content: Any) -> float:
+    text = _TOKEN_TEXT[token]
+    return float(top.get(text, min(top.values())))
+
+
+async def measure(
+    servers: dict[str, Server],
+    recipe: BenchRecipe,
+    tokenizer: Any,
+    lengths: tuple[int, ...],
+    requests: int,
+    quality_items: int,
+    log: Any,
+) -> dict[str, Any]:
+    """TTFT medians and quality per configuration, interleaved request by request."""
+    import openai
+    from tqdm import tqdm
+
+    client = openai.AsyncOpenAI(base_url=next(iter(servers.values())).base_url, api_key="none")
+    clients = {name: client.with_options(base_url=s.base_url) for name, s in servers.items()}
+    vocab = min(len(tokenizer), 1000)
+    ttft: dict[str, dict[str, list[float]]] = {n: {} for n in servers}
+    quality: dict[str, dict[str, dict[str, float]]] = {n: {} for n in servers}
+    for length in lengths:
+        rng = random.Random(length)
+        prompts = [make_prompt(recipe.task, tokenizer, length, rng) for _ in range(requests + 2)]
+        for name, server in servers.items():  # warm-up
+            for prompt, _ in prompts[:2]:
+                await ttft_ms(clients[name], server, prompt)
+        samples: dict[str, list[float]] = {n: [] for n in servers}
+        for prompt, _ in tqdm(prompts[2:], desc=f"TTFT @ {length}", file=sys.stderr):
+            for name, server in servers.items():
+                samples[name].append(await ttft_ms(clients[name], server, prompt))
+        for name in servers:
+            ttft[name][str(length)] = samples[name]
+        rng = random.Random(10_000 + length)
+        items = [make_prompt(recipe.task, tokenizer, length, rng) for _ in range(quality_items)]
+        for name, server in servers.items():
+            hits, lls = 0, []
+            for prompt, answer in tqdm(items, desc=f"quality {name} @ {length}", file=sys.stderr):
+                hit, ll = await answer_quality(clients[name], server, prompt, answer, vocab)
+                hits += hit
+                lls.append(ll)
+            quality[name][str(length)] = {
+                "exact_match": hits / len(items),
+                "mean_loglik": sum(lls) / len(lls),
+            }
+    return {"ttft_ms": ttft, "quality": quality}
+
+
+def start_servers(
+    models: dict[str, Any], stack: ExitStack, logs: Path, max_len: int
+) -> dict[str, Server]:
+    from amortized.serving.process import ServerProcess, free_port
+
+    common = [
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        str(max_len),
+        "--no-enable-prefix-caching",
+        "--max-logprobs",
+        "1000",
+        "--served-model-name",
+        "m",
+    ]
+    amortized = [sys.executable, "-m", "amortized", "serve"]
+    plans = {
+        "kvp025": [str(models["base"].path), "--kv-predictor", str(models["kvp025"].path)],
+        "kvp05": [str(models["base"].path), "--kv-predictor", str(models["kvp05"].path)],
+        "aux_only": [str(models["kvp025"].aux_path)],
+    }
+    urls = {}
+    for name, args in plans.items():
+        port = free_port()
+        argv = [*amortized, *args, "--port", str(port), "--", *common]
+        server = ServerProcess(argv, port, logs / f"{name}.log")
+        stack.enter_context(server)
+        urls[name] = server.base_url
+    return {
+        "base": Server("base", urls["kvp025"], "m", False),
+        "kvp025": Server("kvp025", urls["kvp025"], "m", True),
+        "kvp05": Server("kvp05", urls["kvp05"], "m", True),
+        "aux_only": Server("aux_only", urls["aux_only"], "m", None),
+    }
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    lengths = result["lengths"]
+    for name in CONFIGS:
+        medians = [result["ttft_median_ms"][name][str(n)] for n in lengths]
+        axes[0].plot(lengths, medians, marker="o", label=name)
+    axes[0].set_xlabel("prompt tokens")
+    axes[0].set_ylabel("median TTFT (ms)")
+    axes[0].set_title("Time to first token")
+    axes[0].legend()
+    ref = str(result["summary"]["quality_length"])
+    for name in CONFIGS:
+        x = result["ttft_median_ms"][name][ref]
+        y = result["summary"]["quality"][name]
+        axes[1].scatter([x], [y], s=60)
+        axes[1].annotate(name, (x, y), textcoords="offset points", xytext=(6, 4))
+    axes[1].set_xlabel(f"median TTFT at {ref} tokens (ms)")
+    axes[1].set_ylabel("exact match")
+    axes[1].set_title(f"TTFT vs quality at {ref} tokens")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--requests", type=int, default=None, help="TTFT requests per config and length (20)"
+    )
+    parser.add_argument(
+        "--quality-items", type=int, default=None, help="questions per config and length"
+    )
+    parser.add_argument("--cache-dir", help="where the trained models are kept")
+    args = parser.parse_args(argv)
+    from amortized.config import models_dir
+
+    full = BenchRecipe()
+    root_full = models_dir(args.cache_dir) / f"bench-kvp-{full.fingerprint()}"
+    recipe = full
+    if args.quick and not (root_full / "kvp05" / "kv_predictor.json").exists():
+        recipe = QUICK_RECIPE
+    root = models_dir(args.cache_dir) / f"bench-kvp-{recipe.fingerprint()}"
+    lengths = (2048,) if args.quick else PROMPT_LENGTHS
+    requests = args.requests or 20
+    quality_items = args.quality_items or (30 if args.quick else 60)
+    quality_length = lengths[0]
+
+    build_start = time.perf_counter()
+    models = build_models(recipe, root)
+    build_seconds = time.perf_counter() - build_start
+    training = describe_training(models)
+    print(
+        f"models in {root} ({'built' if build_seconds > 60 else 'cached'}, {build_seconds:.0f} s):"
+    )
+    for name, info in training.items():
+        print(f"  {name}: {json.dumps(info)}")
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(models["base"].path))
+    for token in range(len(tokenizer)):
+        _TOKEN_TEXT[token] = tokenizer.convert_ids_to_tokens(token).replace("Ġ", " ")
+    with ExitStack() as stack:
+        servers = start_servers(models, stack, root / "logs", max(lengths) + 64)
+        raw = asyncio.run(
+            measure(servers, recipe, tokenizer, lengths, requests, quality_items, print)
+        )
+    medians = {name: {n: median(v) for n, v in per.items()} for name, per in raw["ttft_ms"].items()}
+    ratio = {n: medians["kvp025"][n] / medians["base"][n] for n in map(str, lengths)}
+    ratio05 = {n: medians["kvp05"][n] / medians["base"][n] for n in map(str, lengths)}
+    ref = str(quality_length)
+    q = {name: raw["quality"][name][ref]["exact_match"] for name in CONFIGS}
+    gap = q["base"] - q["aux_only"]
+    result = {
+        "summary": {
+            "ttft_ratio_kvp025_vs_base": ratio,
+            "ttft_ratio_kvp05_vs_base": ratio05,
+            "quality": q,
+            "quality_metric": f"exact match of the 2-token answer (greedy) at {ref} prompt tokens",
+            "quality_length": quality_length,
+            "kvp025_vs_aux_relative": (q["kvp025"] / q["aux_only"] - 1) if q["aux_only"] else None,
+            "kvp025_gap_closed": ((q["kvp025"] - q["aux_only"]) / gap) if gap else None,
+        },
+        "lengths": list(lengths),
+        "ttft_median_ms": medians,
+        "ttft_ms": raw["ttft_ms"],
+        "quality_by_length": raw["quality"],
+        "models": training,
+        "recipe": asdict(recipe),
+        "requests_per_point": requests,
+        "quality_items": quality_items,
+        "machine": {"cpus": os.cpu_count()},
+    }
+    rows = []
+    for name in CONFIGS:
+        row: list[Any] = [name]
+        row += [medians[name][str(n)] for n in lengths]
+        row += [medians[name][str(n)] / medians["base"][str(n)] for n in lengths]
+        row += [raw["quality"][name][ref]["exact_match"], raw["quality"][name][ref]["mean_loglik"]]
+        rows.append(row)
+    headers = [
+        "config",
+        *(f"TTFT@{n} ms" for n in lengths),
+        *(f"ratio@{n}" for n in lengths),
+        f"EM@{ref}",
+        f"loglik@{ref}",
+    ]
+    print_table(headers, rows)
+    if len(lengths) > 1:
+        print("quality by length (exact match):")
+        print_table(
+            ["config", *map(str, lengths)],
+            [[n, *(raw["quality"][n][str(L)]["exact_match"] for L in lengths)] for n in CONFIGS],
+        )
+    print(json.dumps(result["summary"], indent=2))
+    write_json(args.json, result)
+    plot(result, args.plot or Path(f"kv_prediction{'-quick' if args.quick else ''}.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The small causal-LM training loop every locally built model uses (default, benchmarks)."""
+
+import sys
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+
+def train_causal_lm(
+    model: nn.Module,
+    stream: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    seq_len: int,
+    lr_at: Callable[[int], float],
+    seed: int,
+    desc: str,
+    progress: bool = True,
+    betas: tuple[float, float] = (0.9, 0.95),
+    weight_decay: float = 0.1,
+) -> list[float]:
+    """Train on random ``seq_len`` windows of a token stream; returns the per-step losses.
+
+    Deterministic for a given seed and thread count, which is what lets built models be
+    cached by a fingerprint of their recipe.
+    """
+    model.train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr_at(0), betas=betas, weight_decay=weight_decay
+    )
+    generator = torch.Generator().manual_seed(seed)
+    span = seq_len + 1
+    losses: list[float] = []
+    bar = tqdm(range(steps), desc=desc, disable=not progress, file=sys.stderr)
+    for step in bar:
+        starts = torch.randint(0, len(stream) - span, (batch_size,), generator=generator)
+        batch = torch.stack([stream[s : s + span] for s in starts.tolist()])
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
