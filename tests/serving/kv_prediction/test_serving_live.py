@@ -188,7 +188,7 @@ def test_opt_out_and_short_prompts_match_a_server_without_the_connector(
 async def test_eight_concurrent_mixed_requests_complete(trained_server):
     server, _ = trained_server
     client = openai.AsyncOpenAI(base_url=server.base_url, api_key=API_KEY)
-    jobs = []
+    jobs: list[Any] = []
     for i in range(8):
         ids = token_prompt(40 + 37 * i, 50 + i)
         if i % 3 == 2:
@@ -225,7 +225,9 @@ def test_bad_option_is_a_400_and_the_server_keeps_serving(trained_server):
             extra_body={"kv_transfer_params": {"kv_prediction": "yes"}},
         )
     assert "must be true or false" in str(caught.value)
-    assert caught.value.body["param"] == "kv_transfer_params.kv_prediction"
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["param"] == "kv_transfer_params.kv_prediction"
     assert client.completions.create(model="tiny", prompt="hi", max_tokens=2).choices
 
 

@@ -2,6 +2,7 @@
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -36,7 +37,7 @@ def test_training_lowers_the_loss_on_predicted_kv(trained_predictor: PredictorFo
 
 def test_resume_continues_exactly(tiny_llama: ModelFolder, corpus_file: Path, tmp_path: Path):
     straight = train_predictor(tiny_llama.path, corpus_file, tmp_path / "straight", steps=20)
-    settings = {
+    settings: dict[str, Any] = {
         "base": str(tiny_llama.path),
         "data": str(corpus_file),
         "out": str(tmp_path / "resumed"),

@@ -117,7 +117,7 @@ class ServingDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_prompt_tokens: int = Field(
-        256, ge=2, description="shorter prompts run normal prefill; they gain nothing"
+        default=256, ge=2, description="shorter prompts run normal prefill; they gain nothing"
     )
 
 
@@ -132,7 +132,7 @@ class PredictorConfig(BaseModel):
     aux: AuxModelRef
     layer_map: list[int] = Field(description="layer_map[i] = auxiliary layer read by base layer i")
     weights: WeightsRef
-    serving: ServingDefaults = Field(default_factory=lambda: ServingDefaults())
+    serving: ServingDefaults = Field(default_factory=ServingDefaults)
     training: dict[str, Any] = Field(default_factory=dict)
 
     def check_consistent(self, where: str) -> None:

@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -36,7 +37,7 @@ class KVPredictor(nn.Module):
     def set_identity(self) -> None:
         """Copy the auxiliary K/V unchanged (needs equal widths); the exactness check uses it."""
         with torch.no_grad():
-            for linear in [*self.key_maps, *self.value_maps]:
+            for linear in [*_linears(self.key_maps), *_linears(self.value_maps)]:
                 if linear.in_features != linear.out_features:
                     raise PredictorError(
                         f"identity maps need equal K/V widths, got {linear.in_features} -> "
@@ -60,7 +61,7 @@ class KVPredictor(nn.Module):
             (self.value_maps, aux_values, base_values),
         ]
         for maps, aux, base in pairs:
-            for linear, j, target in zip(maps, self.layer_map, base, strict=True):
+            for linear, j, target in zip(_linears(maps), self.layer_map, base, strict=True):
                 x = aux[j].reshape(-1, linear.in_features).double()
                 x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
                 y = target.reshape(-1, linear.out_features).double()
@@ -94,3 +95,7 @@ class KVPredictor(nn.Module):
                     f"{tuple(own[name].shape)}"
                 )
         self.load_state_dict(tensors)
+
+
+def _linears(maps: nn.ModuleList) -> list[nn.Linear]:
+    return [cast(nn.Linear, m) for m in maps]

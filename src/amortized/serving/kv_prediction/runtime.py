@@ -44,7 +44,8 @@ class BaseRotary:
         """Rotate ``keys [..., T, heads, head_dim]`` for ``positions [T]``."""
         cos, sin = self.rotary(keys, positions.unsqueeze(0))
         cos, sin = cos[0].unsqueeze(-2), sin[0].unsqueeze(-2)  # [T, 1, D]
-        return keys * cos + rotate_half(keys) * sin
+        rotated: torch.Tensor = keys * cos + rotate_half(keys) * sin
+        return rotated
 
 
 @dataclass

@@ -127,9 +127,10 @@ def prune_layers(model: nn.Module, fraction: float) -> tuple[nn.Module, list[int
         if attn is not None and hasattr(attn, "layer_idx"):
             attn.layer_idx = new_index
     getattr(aux, "model", aux).layers = new_layers
-    aux.config.num_hidden_layers = len(kept)
-    if getattr(aux.config, "layer_types", None) is not None:
-        aux.config.layer_types = [aux.config.layer_types[i] for i in kept]
+    config: Any = aux.config
+    config.num_hidden_layers = len(kept)
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = [config.layer_types[i] for i in kept]
     return aux, kept
 
 
@@ -199,8 +200,9 @@ class KVPredictionTrainer:
         self.base_path = Path(config.base).expanduser().resolve()
         self.base_geometry = AttentionGeometry.from_folder(self.base_path)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.base_path))
-        self.base = load_hf_model(self.base_path, torch.float32).to(self.device)
+        self.base: Any = load_hf_model(self.base_path, torch.float32).to(self.device)
         self.base.requires_grad_(False)
+        self.aux: Any
         if config.prune is not None:
             self.aux, kept = prune_layers(self.base, config.prune)
             self.layer_map = pruned_layer_map(self.base_geometry.num_layers, kept)
@@ -374,7 +376,7 @@ class KVPredictionTrainer:
                 group["lr"] = self.learning_rate(self.state.step)
             terms = self.losses(self.batch(self.state.step))
             self.optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
+            terms["total"].backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(
                 [*self.aux.parameters(), *self.maps.parameters()], max_norm=1.0
             )
@@ -452,7 +454,7 @@ def write_identity_predictor(
     geometry = AttentionGeometry.from_folder(base_path)
     aux_dir = target / AUX_DIR_NAME
     shutil.rmtree(aux_dir, ignore_errors=True)
-    model = load_hf_model(base_path, torch.float32)
+    model: Any = load_hf_model(base_path, torch.float32)
     model.save_pretrained(aux_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(str(base_path)).save_pretrained(aux_dir)
     write_manifest(aux_dir, {"kind": "kv-prediction-auxiliary", "origin": "identity"})

@@ -13,10 +13,12 @@ class KVPredictionInfo(BaseModel):
     predictor: str | None = None
     fingerprint: str | None = None
     base_model: str | None = None
-    auxiliary: str | None = Field(None, description="how the auxiliary model was made")
+    auxiliary: str | None = Field(default=None, description="how the auxiliary model was made")
     layer_map: list[int] | None = None
     min_prompt_tokens: int | None = None
-    default_on: bool | None = Field(None, description="prediction unless a request opts out")
+    default_on: bool | None = Field(
+        default=None, description="prediction unless a request opts out"
+    )
     training_steps: int | None = None
     last_eval: dict[str, Any] | None = None
     how_to: str = Field(description="how to opt a request in or out, or to turn this on")
