@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amortized.models.shape import ModelShape
 from benchmarks._harness import base_parser, median, print_table, write_json
 
 PROMPT_LENGTHS = (512, 2048, 4096)
@@ -93,15 +94,21 @@ class BenchRecipe:
     """Everything that determines the cached models; its fingerprint names the cache."""
 
     task: RecallTask = field(default_factory=RecallTask)
-    hidden_size: int = 256
-    num_layers: int = 8
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 704
+    shape: ModelShape = field(
+        default_factory=lambda: ModelShape(
+            hidden_size=256,
+            num_layers=8,
+            num_heads=4,
+            num_kv_heads=2,
+            intermediate_size=704,
+            max_position_embeddings=8192,
+        )
+    )
     train_samples: int = 12000
     base_steps: int = 450
     base_batch: int = 8
     base_lr: float = 2e-3
+    base_warmup: int = 30
     seq_len: int = 256
     kvp_steps: int = 120
     kvp_batch: int = 8
@@ -122,24 +129,15 @@ def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
     import torch
 
     from amortized.models.folder import ensure_folder, validate_model_folder, write_manifest
-    from amortized.models.shape import ModelShape, save_model_folder
+    from amortized.models.shape import save_model_folder
     from amortized.models.tokenizer import train_tokenizer
-    from amortized.models.training import train_causal_lm
+    from amortized.models.training import train_causal_lm, warmup_cosine_lr
     from amortized.serving.kv_prediction import load_predictor_folder
     from amortized.serving.kv_prediction.training import KVPredictionTrainer, TrainingConfig
 
     rng = random.Random(recipe.seed)
     samples = [recipe.task.training_sample(rng) for _ in range(recipe.train_samples)]
     data = root / "train.txt"
-    timings: dict[str, float] = {}
-    shape = ModelShape(
-        hidden_size=recipe.hidden_size,
-        num_layers=recipe.num_layers,
-        num_heads=recipe.num_heads,
-        num_kv_heads=recipe.num_kv_heads,
-        intermediate_size=recipe.intermediate_size,
-        max_position_embeddings=8192,
-    )
 
     def build_base(out: Path) -> None:
         start = time.perf_counter()
@@ -151,28 +149,21 @@ def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
         stream = torch.tensor(
             [t for s in samples for t in tokenizer.encode(s + "\n")], dtype=torch.long
         )
-        model = shape.new_model(tokenizer, recipe.seed)
-        steps = recipe.base_steps
-
-        def lr_at(step: int) -> float:
-            warm = 30
-            if step < warm:
-                return recipe.base_lr * (step + 1) / warm
-            progress = (step - warm) / max(1, steps - warm)
-            return recipe.base_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
-
+        model = recipe.shape.new_model(tokenizer, recipe.seed)
         losses = train_causal_lm(
             model,
             stream,
-            steps=steps,
+            steps=recipe.base_steps,
             batch_size=recipe.base_batch,
             seq_len=recipe.seq_len,
-            lr_at=lr_at,
+            lr_at=lambda step: warmup_cosine_lr(
+                step, recipe.base_lr, recipe.base_warmup, recipe.base_steps
+            ),
             seed=recipe.seed,
             desc="train base",
             weight_decay=0.0,
         )
-        save_model_folder(model, tokenizer, out, shape)
+        save_model_folder(model, tokenizer, out, recipe.shape)
         write_manifest(
             out,
             {
@@ -186,7 +177,6 @@ def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     data.write_text("\n".join(samples) + "\n")
     base = ensure_folder(root / "base", build_base)
-    timings["base"] = float((base.manifest or {}).get("recipe", {}).get("seconds", 0.0))
     predictors = {}
     for name, fraction in (("kvp025", 0.25), ("kvp05", 0.5)):
         out = root / name
@@ -289,7 +279,7 @@ async def ttft_ms(client: Any, server: Server, prompt: list[int]) -> float:
 
 
 async def answer_quality(
-    client: Any, server: Server, prompt: list[int], answer: list[int], vocab: int
+    client: Any, server: Server, prompt: list[int], answer: list[int], texts: list[str]
 ) -> tuple[bool, float]:
     """Greedy exact match and mean log-likelihood of the answer (teacher-forced)."""
     hit, total = True, 0.0
@@ -299,27 +289,15 @@ async def answer_quality(
             prompt=prompt + answer[:i],
             max_tokens=1,
             temperature=0,
-            logprobs=vocab,
+            logprobs=len(texts),
             **extra(server),
         )
         content = reply.choices[0].logprobs
         top = content.top_logprobs[0]
-        by_id = _logprob_of(top, token, content)
-        total += by_id
-        hit = hit and content.tokens[0] == _token_text(top, token)
+        want = texts[token]
+        total += float(top.get(want, min(top.values())))
+        hit = hit and content.tokens[0] == want
     return hit, total / len(answer)
-
-
-_TOKEN_TEXT: dict[int, str] = {}
-
-
-def _token_text(top: dict[str, float], token: int) -> str:
-    return _TOKEN_TEXT[token]
-
-
-def _logprob_of(top: dict[str, float], token: int, content: Any) -> float:
-    text = _TOKEN_TEXT[token]
-    return float(top.get(text, min(top.values())))
 
 
 async def measure(
@@ -329,7 +307,6 @@ async def measure(
     lengths: tuple[int, ...],
     requests: int,
     quality_items: int,
-    log: Any,
 ) -> dict[str, Any]:
     """TTFT medians and quality per configuration, interleaved request by request."""
     import openai
@@ -337,7 +314,10 @@ async def measure(
 
     client = openai.AsyncOpenAI(base_url=next(iter(servers.values())).base_url, api_key="none")
     clients = {name: client.with_options(base_url=s.base_url) for name, s in servers.items()}
-    vocab = min(len(tokenizer), 1000)
+    # Token texts as vLLM returns them, to find the answer among the top logprobs.
+    texts = [
+        str(tokenizer.convert_ids_to_tokens(t)).replace("Ġ", " ") for t in range(len(tokenizer))
+    ]
     ttft: dict[str, dict[str, list[float]]] = {n: {} for n in servers}
     quality: dict[str, dict[str, dict[str, float]]] = {n: {} for n in servers}
     for length in lengths:
@@ -362,7 +342,7 @@ async def measure(
         for name, server in servers.items():
             hits, lls = 0, []
             for prompt, answer in tqdm(items, desc=f"quality {name} @ {length}", file=sys.stderr):
-                hit, ll = await answer_quality(clients[name], server, prompt, answer, vocab)
+                hit, ll = await answer_quality(clients[name], server, prompt, answer, texts)
                 hits += hit
                 lls.append(ll)
             quality[name][str(length)] = {
@@ -474,13 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(models["base"].path))
-    for token in range(len(tokenizer)):
-        _TOKEN_TEXT[token] = str(tokenizer.convert_ids_to_tokens(token)).replace("Ġ", " ")
     with ExitStack() as stack:
         servers = start_servers(models, stack, root / "logs", max(lengths) + 64)
-        raw = asyncio.run(
-            measure(servers, recipe, tokenizer, lengths, requests, quality_items, print)
-        )
+        raw = asyncio.run(measure(servers, recipe, tokenizer, lengths, requests, quality_items))
     medians = {name: {n: median(v) for n, v in per.items()} for name, per in raw["ttft_ms"].items()}
     ratio = {n: medians["kvp025"][n] / medians["base"][n] for n in map(str, lengths)}
     ratio05 = {n: medians["kvp05"][n] / medians["base"][n] for n in map(str, lengths)}

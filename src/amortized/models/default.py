@@ -8,7 +8,6 @@ enough to see the whole stack work end to end; it is not a capable assistant.
 
 import hashlib
 import json
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from amortized.models.corpus import dialogues, message_texts
 from amortized.models.folder import ModelFolder, ensure_folder, write_manifest
 from amortized.models.shape import ModelShape, save_model_folder
 from amortized.models.tokenizer import END_OF_TEXT, token_id, train_tokenizer
-from amortized.models.training import train_causal_lm
+from amortized.models.training import train_causal_lm, warmup_cosine_lr
 
 RECIPE_VERSION = 1
 DEFAULT_MODEL_NAME = "amortized-default"
@@ -77,13 +76,6 @@ def _token_stream(texts: list[str], tokenizer: PreTrainedTokenizerFast) -> torch
     return torch.tensor(ids, dtype=torch.long)
 
 
-def _lr_at(step: int, recipe: DefaultModelRecipe) -> float:
-    if step < recipe.warmup_steps:
-        return recipe.learning_rate * (step + 1) / recipe.warmup_steps
-    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
-    return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def build_default_model(
     out: Path, recipe: DefaultModelRecipe | None = None, progress: bool = True
 ) -> dict[str, float]:
@@ -105,7 +97,9 @@ def build_default_model(
             steps=recipe.steps,
             batch_size=recipe.batch_size,
             seq_len=recipe.seq_len,
-            lr_at=lambda step: _lr_at(step, recipe),
+            lr_at=lambda step: warmup_cosine_lr(
+                step, recipe.learning_rate, recipe.warmup_steps, recipe.steps
+            ),
             seed=recipe.seed,
             desc="training default model",
             progress=progress,

@@ -30,7 +30,8 @@ class ModelFolder:
     manifest: dict[str, Any] | None = field(default=None, compare=False)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -47,7 +48,8 @@ def write_manifest(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     manifest = {
         "recipe": recipe,
         "files": {
-            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in _content_files(path)
+            p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in _content_files(path)
         },
     }
     (path / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -75,7 +77,9 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
         file = path / name
         if not file.is_file():
             raise ModelError(f"model folder {path} is corrupt: {name} is missing")
-        if file.stat().st_size != expected.get("bytes") or _sha256(file) != expected.get("sha256"):
+        if file.stat().st_size != expected.get("bytes") or sha256_file(file) != expected.get(
+            "sha256"
+        ):
             raise ModelError(f"model folder {path} is corrupt: {name} does not match its checksum")
 
 

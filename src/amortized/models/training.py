@@ -1,11 +1,20 @@
 """The small causal-LM training loop every locally built model uses (default, benchmarks)."""
 
+import math
 import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from tqdm import tqdm
+
+
+def warmup_cosine_lr(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to 10% of it at ``total`` steps."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def train_causal_lm(

@@ -4,7 +4,6 @@ A predictor is only meaningful for the base model it was trained against, so the
 records that base's attention geometry and start-up refuses any served model that differs.
 """
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amortized.errors import AmortizedError
+from amortized.models.folder import sha256_file, validate_model_folder
 
 CONFIG_NAME = "kv_predictor.json"
 WEIGHTS_NAME = "kv_predictor.safetensors"
@@ -166,15 +166,6 @@ def default_layer_map(base_layers: int, aux_layers: int) -> list[int]:
     return [i * aux_layers // base_layers for i in range(base_layers)]
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_config_sha256(folder: str | os.PathLike[str]) -> str:
     """Fingerprint of a model's ``config.json`` (cheap; weights are not hashed)."""
     return sha256_file(Path(folder) / "config.json")
@@ -229,8 +220,6 @@ def load_predictor_folder(path: str | os.PathLike[str]) -> PredictorFolder:
         raise PredictorError(
             f"predictor folder {folder} is corrupt: {weights.name} does not match its checksum"
         )
-    from amortized.models.folder import validate_model_folder
-
     try:
         validate_model_folder(result.aux_path)
     except AmortizedError as exc:
@@ -244,16 +233,22 @@ def load_predictor_folder(path: str | os.PathLike[str]) -> PredictorFolder:
     return result
 
 
+def check_served_geometry(
+    predictor: PredictorFolder, served: AttentionGeometry, served_name: str
+) -> None:
+    """Raise, naming every differing field, if the predictor cannot fill this KV cache."""
+    problems = predictor.config.base.geometry.mismatches(served)
+    if problems:
+        raise PredictorError(
+            f"KV predictor {predictor.path} does not fit the served model {served_name}: "
+            + ", ".join(f"{p} (predictor != served)" for p in problems)
+        )
+
+
 def check_fits_base(predictor: PredictorFolder, base_folder: str | os.PathLike[str]) -> list[str]:
     """Raise if the predictor cannot write into ``base_folder``'s KV cache; return warnings."""
     served = AttentionGeometry.from_folder(base_folder)
-    expected = predictor.config.base.geometry
-    problems = expected.mismatches(served)
-    if problems:
-        raise PredictorError(
-            f"KV predictor {predictor.path} was trained for a base model unlike "
-            f"{Path(base_folder)}: " + ", ".join(f"{p} (predictor != served)" for p in problems)
-        )
+    check_served_geometry(predictor, served, str(Path(base_folder)))
     warnings = []
     if model_config_sha256(base_folder) != predictor.config.base.config_sha256:
         warnings.append(

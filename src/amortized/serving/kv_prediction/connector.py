@@ -32,6 +32,7 @@ from vllm.logger import init_logger
 from amortized.serving.kv_prediction.config import (
     AttentionGeometry,
     PredictorError,
+    check_served_geometry,
     load_predictor_folder,
 )
 from amortized.serving.kv_prediction.policy import namespace_tag, wants_prediction
@@ -140,13 +141,7 @@ class KVPredictionConnector(KVConnectorBase_V1):
         self.folder = load_predictor_folder(self.settings.predictor)
         hf_config = vllm_config.model_config.hf_config
         served = AttentionGeometry.from_hf_config(hf_config.to_dict(), "the served model")
-        problems = self.folder.config.base.geometry.mismatches(served)
-        if problems:
-            raise PredictorError(
-                f"KV predictor {self.folder.path} does not fit the served model "
-                f"{vllm_config.model_config.model}: "
-                + ", ".join(f"{p} (predictor != served)" for p in problems)
-            )
+        check_served_geometry(self.folder, served, str(vllm_config.model_config.model))
         self.tag = namespace_tag(self.folder.fingerprint)
         self.block_size = vllm_config.cache_config.block_size
         self.min_prompt_tokens = (
@@ -161,13 +156,12 @@ class KVPredictionConnector(KVConnectorBase_V1):
         self._pending: dict[str, PredictedLoad] = {}
         self._predicted_tokens: dict[str, int] = {}
         self.runtime: Any = None
+        self._layers: list[tuple[int, Any]] | None = None
         if role == KVConnectorRole.WORKER:
             from amortized.serving.kv_prediction.runtime import KVPredictionRuntime
 
             request_amx_permission()
-            self.runtime = KVPredictionRuntime(
-                self.folder.path, hf_config, dtype=torch.float32, device="cpu"
-            )
+            self.runtime = KVPredictionRuntime(self.folder, hf_config, torch.float32, "cpu")
         logger.info(
             "KV prediction on: predictor %s (aux %s, layer map %s), prompts >= %d tokens%s",
             self.folder.path,
@@ -242,15 +236,7 @@ class KVPredictionConnector(KVConnectorBase_V1):
         meta = self._get_connector_metadata()
         if not isinstance(meta, KVPredictionMetadata) or not meta.loads:
             return
-        from vllm.model_executor.models.utils import extract_layer_index
-
-        layers = [
-            (extract_layer_index(name), layer)
-            for name, layer in forward_context.no_compile_layers.items()
-            if isinstance(getattr(layer, "kv_cache", None), torch.Tensor)
-            and layer.kv_cache.numel() > 0
-            and hasattr(getattr(layer, "impl", None), "do_kv_cache_update")
-        ]
+        layers = self._attention_layers(forward_context)
         for load in meta.loads:
             predicted = self.runtime.predict(load.token_ids, load.start, load.end)
             slots = slot_mapping(load.block_ids, load.start, load.end, self.block_size)
@@ -261,6 +247,20 @@ class KVPredictionConnector(KVConnectorBase_V1):
             logger.debug(
                 "predicted K/V for %s: positions %d..%d", load.request_id, load.start, load.end
             )
+
+    def _attention_layers(self, forward_context: "ForwardContext") -> list[tuple[int, Any]]:
+        """``(base layer index, attention layer)`` with a bound KV cache; found once."""
+        if self._layers is None:
+            from vllm.model_executor.models.utils import extract_layer_index
+
+            self._layers = [
+                (extract_layer_index(name), layer)
+                for name, layer in forward_context.no_compile_layers.items()
+                if isinstance(getattr(layer, "kv_cache", None), torch.Tensor)
+                and layer.kv_cache.numel() > 0
+                and hasattr(getattr(layer, "impl", None), "do_kv_cache_update")
+            ]
+        return self._layers
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         """Loads are synchronous: written before the forward pass starts."""

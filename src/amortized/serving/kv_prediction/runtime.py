@@ -17,6 +17,7 @@ from amortized.serving.kv_prediction.config import (
     AttentionGeometry,
     PredictorError,
     PredictorFolder,
+    check_served_geometry,
     load_predictor_folder,
 )
 from amortized.serving.kv_prediction.predictor import KVPredictor
@@ -76,21 +77,20 @@ class KVPredictionRuntime:
 
     def __init__(
         self,
-        predictor_dir: str | os.PathLike[str],
+        predictor: PredictorFolder | str | os.PathLike[str],
         base_config: Any,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
     ) -> None:
-        self.folder: PredictorFolder = load_predictor_folder(predictor_dir)
+        self.folder = (
+            predictor
+            if isinstance(predictor, PredictorFolder)
+            else load_predictor_folder(predictor)
+        )
         config = self.folder.config
         self.base = config.base.geometry
         served = AttentionGeometry.from_hf_config(base_config.to_dict(), "served model")
-        problems = self.base.mismatches(served)
-        if problems:
-            raise PredictorError(
-                f"KV predictor {self.folder.path} does not fit the served model: "
-                + ", ".join(f"{p} (predictor != served)" for p in problems)
-            )
+        check_served_geometry(self.folder, served, str(getattr(base_config, "_name_or_path", "")))
         self.device = torch.device(device)
         self.dtype = dtype
         self.aux = load_hf_model(self.folder.aux_path, dtype).to(self.device)

@@ -7,7 +7,6 @@ base layers of the L1 distance between predicted and true pre-RoPE K and V.
 
 import copy
 import json
-import math
 import os
 import random
 import shutil
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from amortized.models.training import warmup_cosine_lr
 from amortized.serving.kv_prediction.config import (
     AUX_DIR_NAME,
     CONFIG_NAME,
@@ -35,7 +35,6 @@ from amortized.serving.kv_prediction.config import (
     default_layer_map,
     load_predictor_folder,
     model_config_sha256,
-    sha256_file,
 )
 from amortized.serving.kv_prediction.predictor import KVPredictor
 from amortized.serving.kv_prediction.projections import (
@@ -346,14 +345,6 @@ class KVPredictionTrainer:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def learning_rate(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to 10%."""
-        cfg = self.config
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
     def train(self, resume: bool = False) -> PredictorFolder:
         """Run to ``config.steps`` (resuming if asked), evaluate, and write the predictor."""
         checkpoint = self.out / CHECKPOINT_NAME
@@ -373,7 +364,9 @@ class KVPredictionTrainer:
         bar = tqdm(total=self.config.steps, initial=self.state.step, desc="kvp train", unit="step")
         while self.state.step < self.config.steps:
             for group in self.optimizer.param_groups:
-                group["lr"] = self.learning_rate(self.state.step)
+                group["lr"] = warmup_cosine_lr(
+                    self.state.step, self.config.lr, self.config.warmup_steps, self.config.steps
+                )
             terms = self.losses(self.batch(self.state.step))
             self.optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()  # type: ignore[no-untyped-call]
@@ -397,34 +390,62 @@ class KVPredictionTrainer:
 
     def export(self) -> PredictorFolder:
         """Write ``aux/``, the maps and ``kv_predictor.json`` into ``out``."""
-        from amortized.models.folder import write_manifest
-
-        self.out.mkdir(parents=True, exist_ok=True)
-        aux_dir = self.out / AUX_DIR_NAME
-        shutil.rmtree(aux_dir, ignore_errors=True)
-        self.aux.save_pretrained(aux_dir, safe_serialization=True)
-        self.tokenizer.save_pretrained(aux_dir)
-        write_manifest(aux_dir, {"kind": "kv-prediction-auxiliary", "origin": self.aux_origin})
-        weights = self.out / WEIGHTS_NAME
-        self.maps.save(weights)
-        config = PredictorConfig(
-            base=BaseModelRef(
-                path=str(self.base_path),
-                geometry=self.base_geometry,
-                config_sha256=model_config_sha256(self.base_path),
-            ),
-            aux=AuxModelRef(path=AUX_DIR_NAME, geometry=self.aux_geometry, origin=self.aux_origin),
-            layer_map=self.layer_map,
-            weights=WeightsRef(file=WEIGHTS_NAME, sha256=sha256_file(weights)),
-            serving=ServingDefaults(min_prompt_tokens=self.config.min_prompt_tokens),
+        return write_predictor_folder(
+            self.out,
+            base_path=self.base_path,
+            base_geometry=self.base_geometry,
+            aux_model=self.aux,
+            aux_geometry=self.aux_geometry,
+            aux_origin=self.aux_origin,
+            tokenizer=self.tokenizer,
+            maps=self.maps,
+            min_prompt_tokens=self.config.min_prompt_tokens,
             training={
                 "steps": self.state.step,
                 "settings": asdict(self.config),
                 "history": self.state.history,
             },
         )
-        (self.out / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n")
-        return load_predictor_folder(self.out)
+
+
+def write_predictor_folder(
+    out: Path,
+    *,
+    base_path: Path,
+    base_geometry: AttentionGeometry,
+    aux_model: Any,
+    aux_geometry: AttentionGeometry,
+    aux_origin: str,
+    tokenizer: Any,
+    maps: KVPredictor,
+    min_prompt_tokens: int,
+    training: dict[str, Any] | None = None,
+) -> PredictorFolder:
+    """Save the auxiliary model (with a manifest), the maps and the config; load it back."""
+    from amortized.models.folder import sha256_file, write_manifest
+
+    out.mkdir(parents=True, exist_ok=True)
+    aux_dir = out / AUX_DIR_NAME
+    shutil.rmtree(aux_dir, ignore_errors=True)
+    aux_model.save_pretrained(aux_dir, safe_serialization=True)
+    tokenizer.save_pretrained(aux_dir)
+    write_manifest(aux_dir, {"kind": "kv-prediction-auxiliary", "origin": aux_origin})
+    weights = out / WEIGHTS_NAME
+    maps.save(weights)
+    config = PredictorConfig(
+        base=BaseModelRef(
+            path=str(base_path),
+            geometry=base_geometry,
+            config_sha256=model_config_sha256(base_path),
+        ),
+        aux=AuxModelRef(path=AUX_DIR_NAME, geometry=aux_geometry, origin=aux_origin),
+        layer_map=maps.layer_map,
+        weights=WeightsRef(file=WEIGHTS_NAME, sha256=sha256_file(weights)),
+        serving=ServingDefaults(min_prompt_tokens=min_prompt_tokens),
+        training=training or {},
+    )
+    (out / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n")
+    return load_predictor_folder(out)
 
 
 def _describe(result: EvalResult, label: str) -> str:
@@ -445,32 +466,20 @@ def write_identity_predictor(
     """
     from transformers import AutoTokenizer
 
-    from amortized.models.folder import write_manifest
     from amortized.serving.kv_prediction.runtime import load_hf_model
 
     base_path = Path(base).expanduser().resolve()
-    target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
     geometry = AttentionGeometry.from_folder(base_path)
-    aux_dir = target / AUX_DIR_NAME
-    shutil.rmtree(aux_dir, ignore_errors=True)
-    model: Any = load_hf_model(base_path, torch.float32)
-    model.save_pretrained(aux_dir, safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(base_path)).save_pretrained(aux_dir)
-    write_manifest(aux_dir, {"kind": "kv-prediction-auxiliary", "origin": "identity"})
-    layer_map = list(range(geometry.num_layers))
-    maps = KVPredictor(geometry, geometry, layer_map)
+    maps = KVPredictor(geometry, geometry, list(range(geometry.num_layers)))
     maps.set_identity()
-    weights = target / WEIGHTS_NAME
-    maps.save(weights)
-    config = PredictorConfig(
-        base=BaseModelRef(
-            path=str(base_path), geometry=geometry, config_sha256=model_config_sha256(base_path)
-        ),
-        aux=AuxModelRef(path=AUX_DIR_NAME, geometry=geometry, origin="identity (aux = base)"),
-        layer_map=layer_map,
-        weights=WeightsRef(file=WEIGHTS_NAME, sha256=sha256_file(weights)),
-        serving=ServingDefaults(min_prompt_tokens=16),
+    return write_predictor_folder(
+        Path(out),
+        base_path=base_path,
+        base_geometry=geometry,
+        aux_model=load_hf_model(base_path, torch.float32),
+        aux_geometry=geometry,
+        aux_origin="identity (aux = base)",
+        tokenizer=AutoTokenizer.from_pretrained(str(base_path)),
+        maps=maps,
+        min_prompt_tokens=16,
     )
-    (target / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n")
-    return load_predictor_folder(target)

@@ -1,8 +1,9 @@
 """HTTP adapter for the info route."""
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 
 from amortized.serving.capabilities import ROUTE_PREFIX
+from amortized.serving.routes import state_service
 from amortized.serving.routes.info.protocol import InfoResponse
 from amortized.serving.routes.info.serving import InfoService
 
@@ -15,9 +16,6 @@ def make_router() -> APIRouter:
 
     @router.get(f"{ROUTE_PREFIX}/info", response_model=InfoResponse, tags=["amortized"])
     async def amortized_info(request: Request) -> InfoResponse:
-        service: InfoService | None = getattr(request.app.state, INFO_SERVICE_STATE, None)
-        if service is None:
-            raise HTTPException(status_code=503, detail="amortized is still starting up")
-        return service.info()
+        return state_service(request, INFO_SERVICE_STATE, InfoService).info()
 
     return router

@@ -3,10 +3,11 @@
 from argparse import Namespace
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.datastructures import State
 
 from amortized.serving.capabilities import ROUTE_PREFIX
+from amortized.serving.routes import state_service
 from amortized.serving.routes.kv_prediction.middleware import (
     SERVICE_STATE,
     KVPredictionMiddleware,
@@ -23,10 +24,7 @@ def make_router() -> APIRouter:
         f"{ROUTE_PREFIX}/kv-prediction", response_model=KVPredictionInfo, tags=["amortized"]
     )
     async def kv_prediction_info(request: Request) -> KVPredictionInfo:
-        service: KVPredictionService | None = getattr(request.app.state, SERVICE_STATE, None)
-        if service is None:
-            raise HTTPException(status_code=503, detail="amortized is still starting up")
-        return service.info()
+        return state_service(request, SERVICE_STATE, KVPredictionService).info()
 
     return router
 
