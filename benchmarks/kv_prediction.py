@@ -303,12 +303,12 @@ async def answer_quality(
 
 async def measure(
     servers: dict[str, Server],
+    quality_for: tuple[str, ...],
     recipe: BenchRecipe,
     tokenizer: Any,
     lengths: tuple[int, ...],
     requests: int,
     quality_items: int,
-    quality_for: tuple[str, ...],
 ) -> dict[str, Any]:
     """TTFT samples and quality of configurations on one server, interleaved per request."""
     import openai
@@ -392,7 +392,7 @@ def run_phase(
     name = "-".join(phase.configs)
     with ServerProcess([*argv, "--", *common], port, logs / f"{name}.log") as process:
         servers = {n: Server(n, process.base_url, "m", flag) for n, flag in phase.configs.items()}
-        return asyncio.run(measure(servers, *measure_args, phase.quality_for))
+        return asyncio.run(measure(servers, phase.quality_for, *measure_args))
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
