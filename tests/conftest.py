@@ -50,6 +50,9 @@ def live_server(
         "tiny",
         "--max-model-len",
         "512",
+        # Prefix-cache blocks of 32 (the CPU minimum) let realtime sessions reuse their KV.
+        "--block-size",
+        "32",
     ]
     server = ServerProcess(argv, port, log)
     with server:

@@ -1,4 +1,14 @@
-"""Agent-facing adapters (to come): a LangChain toolkit, OpenAI tool schemas, an MCP server
-and the realtime client. They reach capabilities through the HTTP API, never through
+"""Agent-facing adapters. They reach capabilities through the HTTP API, never through
 ``amortized.serving`` internals.
 """
+
+from amortized.agents.listening_chat import ListeningChat, ListeningChatTool
+from amortized.agents.realtime import RealtimeAnswer, RealtimeError, RealtimeSession
+
+__all__ = [
+    "ListeningChat",
+    "ListeningChatTool",
+    "RealtimeAnswer",
+    "RealtimeError",
+    "RealtimeSession",
+]

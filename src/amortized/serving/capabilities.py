@@ -38,6 +38,7 @@ class Capability:
 def builtin_capabilities() -> tuple[Capability, ...]:
     """Capabilities shipped with amortized, in the order ``/v1/amortized/info`` lists them."""
     from amortized.serving.routes.kv_prediction import api_router as kv_prediction
+    from amortized.serving.routes.realtime import api_router as realtime
 
     return (
         Capability(
@@ -47,6 +48,13 @@ def builtin_capabilities() -> tuple[Capability, ...]:
             make_router=kv_prediction.make_router,
             init_state=kv_prediction.init_state,
             install=kv_prediction.install,
+        ),
+        Capability(
+            name="realtime",
+            summary="Think-while-listening sessions: the model reasons while user text streams "
+            "in and answers at once (arXiv 2510.05150)",
+            make_router=realtime.make_router,
+            init_state=realtime.init_state,
         ),
     )
 

@@ -1,0 +1,54 @@
+"""HTTP adapter for think-while-listening: the WebSocket and the simulate route."""
+
+import contextlib
+from argparse import Namespace
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
+from starlette.datastructures import State
+
+from amortized.serving.capabilities import ROUTE_PREFIX
+from amortized.serving.listening import SessionError, VLLMBackend
+from amortized.serving.routes import state_service
+from amortized.serving.routes.realtime.protocol import SimulateRequest, SimulateResponse
+from amortized.serving.routes.realtime.serving import RealtimeService
+
+SERVICE_STATE = "amortized_realtime"
+REALTIME_PATH = f"{ROUTE_PREFIX}/realtime"
+
+
+def make_router() -> APIRouter:
+    """``WS /v1/amortized/realtime`` and ``POST /v1/amortized/realtime/simulate``."""
+    router = APIRouter()
+
+    @router.websocket(REALTIME_PATH)
+    async def realtime(websocket: WebSocket) -> None:
+        service = getattr(websocket.app.state, SERVICE_STATE, None)
+        await websocket.accept()
+        if not isinstance(service, RealtimeService):
+            await websocket.close(code=1013, reason="amortized is still starting up")
+            return
+        with contextlib.suppress(WebSocketDisconnect):
+            await service.run_connection(websocket.receive_text, websocket.send_json)
+
+    @router.post(f"{REALTIME_PATH}/simulate", response_model=SimulateResponse, tags=["amortized"])
+    async def simulate(body: SimulateRequest, request: Request) -> SimulateResponse:
+        service = state_service(request, SERVICE_STATE, RealtimeService)
+        try:
+            return await service.simulate(body)
+        except SessionError as error:
+            raise HTTPException(
+                status_code=400, detail=f"{error.code.value}: {error.message}"
+            ) from error
+        except ValueError as error:  # pydantic ValidationError of the session settings
+            raise HTTPException(status_code=400, detail=str(error)) from error
+
+    return router
+
+
+async def init_state(engine_client: Any, state: State, _args: Namespace) -> None:
+    """Sessions run on the server's own engine and tokenizer."""
+    if engine_client is None:
+        return
+    tokenizer = engine_client.renderer.get_tokenizer()
+    setattr(state, SERVICE_STATE, RealtimeService(VLLMBackend(engine_client), tokenizer))
