@@ -313,3 +313,31 @@ def test_simulate_rejects_bad_input_with_json_errors(
     )
     assert 400 <= reply.status_code < 500
     assert reply.json()
+
+
+async def test_time_budget_stops_thinking(live_server: ServerProcess) -> None:
+    settings = {"thinking": {"chunk_tokens": 400, "min_tokens": 400, "chunk_ms": 100}}
+    async with session(live_server, settings) as rt:
+        await rt.append("Take your time")
+        done = await next_of(rt, "thinking.done")
+        assert done["reason"] == "time"
+        assert 0 < done["tokens"] < 400
+        assert await wait_idle(live_server) == 0
+
+
+async def test_openai_style_item_and_response_create(live_server: ServerProcess) -> None:
+    async with session(live_server, SHORT) as rt:
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Hi"}],
+        }
+        await rt.send({"type": "conversation.item.create", "item": item})
+        await rt.send({"type": "response.create"})
+        answer = await rt.collect()
+        assert answer.status == "completed"
+        assert answer.usage["input_tokens"] > 0
+        await rt.send({"type": "session.update", "session": {"instructions": "Be terse."}})
+        error = await rt.next_event(10)
+        assert error["type"] == "error"
+        assert error["error"]["code"] == "session_already_started"
