@@ -68,7 +68,15 @@ async def wait_idle(server: ServerProcess, timeout: float = 20) -> float:
 
 async def test_thinks_between_chunks_and_answers_after_commit(live_server: ServerProcess) -> None:
     async with session(live_server, THINK_EVERY_CHUNK) as rt:
-        chunks = ["Tell me", " about the", " weather", " today", " in a long", " sentence"]
+        chunks = [
+            "Tell me about",
+            " the weather we",
+            " should expect today",
+            " in the north of",
+            " the country, in",
+            " one long sentence",
+        ]
+
         for index, chunk in enumerate(chunks):
             await rt.append(chunk)
             done = await next_of(rt, "thinking.done")
@@ -84,8 +92,11 @@ async def test_thinks_between_chunks_and_answers_after_commit(live_server: Serve
     assert usage["output_tokens"] > 0
     assert answer.latency_ms is not None
     assert answer.latency_ms >= 0
-    # KV reuse: prompts extend each other, so most prompt tokens come from the prefix cache.
-    assert usage["cached_tokens"] > usage["computed_prompt_tokens"]
+    # KV reuse: each prompt extends the previous one; once the context passes 64 tokens
+    # (by the fourth chunk) every request finds at least one 32-token block in the cache.
+    assert usage["cached_tokens"] >= 3 * 32
+    assert usage["cached_tokens"] % 32 == 0
+
     thinking = "".join(e["delta"] for e in rt.events if e["type"] == "thinking.delta")
     assert thinking, "emit=True must send thinking.delta events"
     assert "<think>" not in answer.text
@@ -321,7 +332,7 @@ async def test_time_budget_stops_thinking(live_server: ServerProcess) -> None:
         await rt.append("Take your time")
         done = await next_of(rt, "thinking.done")
         assert done["reason"] == "time"
-        assert 0 < done["tokens"] < 400
+        assert done["tokens"] < 400
         assert await wait_idle(live_server) == 0
 
 

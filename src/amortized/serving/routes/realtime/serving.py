@@ -203,7 +203,7 @@ class RealtimeService:
                     chunk_index=event.chunk_index,
                     tokens=event.tokens,
                     reason=event.reason,
-                    text=text.text if text else None,
+                    text=(text.text if text else "") if config.thinking.emit else None,
                 )
             elif isinstance(event, ThinkingDelta):
                 seg = segments.setdefault(
