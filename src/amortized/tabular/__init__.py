@@ -1,3 +1,32 @@
-"""Many-shot tabular prediction (MachineLearningLM, arXiv 2509.06806), to come: serializer,
-prompt planner, parser, scikit-learn estimator and batch jobs. No HTTP here.
+"""Many-shot tabular classification with an LLM (MachineLearningLM, arXiv 2509.06806).
+
+Token-efficient row serialization, hundreds of demonstrations and batches of test rows
+per prompt, multi-seed voting, guided JSON answers. Interfaces: a scikit-learn estimator,
+``amortized tabular predict`` (resumable batch jobs), the server route and an agent tool.
 """
+
+from amortized.tabular.backends import (
+    Completion,
+    CompletionRequest,
+    OpenAICompatibleBackend,
+    TabularBackend,
+)
+from amortized.tabular.parsing import Provenance
+from amortized.tabular.predictor import (
+    PredictionOptions,
+    TabularInputError,
+    TabularPrediction,
+    TabularPredictor,
+)
+
+__all__ = [
+    "Completion",
+    "CompletionRequest",
+    "OpenAICompatibleBackend",
+    "PredictionOptions",
+    "Provenance",
+    "TabularBackend",
+    "TabularInputError",
+    "TabularPrediction",
+    "TabularPredictor",
+]
