@@ -14,6 +14,8 @@ from amortized.models.shape import ModelShape
 from amortized.serving.process import ServerProcess, free_port
 
 API_KEY = "test-key"
+LIVE_MAX_MODEL_LEN = 2048
+
 AMORTIZED = [sys.executable, "-m", "amortized"]
 
 
@@ -49,11 +51,17 @@ def live_server(
         "--served-model-name",
         "tiny",
         "--max-model-len",
-        "512",
+        str(LIVE_MAX_MODEL_LEN),
         # Prefix-cache blocks of 32 (the CPU minimum) let realtime sessions reuse their KV.
         "--block-size",
         "32",
+        # Compact guided JSON (tiny models otherwise pad it with whitespace) and cache-hit
+        # counts in usage, for the tabular tests.
+        "--structured-outputs-config",
+        '{"backend": "xgrammar", "disable_any_whitespace": true}',
+        "--enable-prompt-tokens-details",
     ]
+
     server = ServerProcess(argv, port, log)
     with server:
         yield server

@@ -163,12 +163,20 @@ def _add_kvp(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
     add_kvp_command(subparsers)
 
 
+def _add_tabular(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
+    from amortized.tabular.cli import add_tabular_command
+
+    add_tabular_command(subparsers)
+
+
 COMMANDS: list[Callable[["argparse._SubParsersAction[OneLineParser]"], None]] = [
     _add_serve,
     _add_models,
     _add_doctor,
     _add_kvp,
+    _add_tabular,
 ]
+
 """Subcommand registrars; a capability appends its own."""
 
 

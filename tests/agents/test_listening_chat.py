@@ -6,7 +6,7 @@ from langchain_core.tools import ToolException
 from amortized.agents import ListeningChat, ListeningChatTool, RealtimeSession
 from amortized.agents.realtime import realtime_url
 from amortized.serving.process import ServerProcess
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, LIVE_MAX_MODEL_LEN
 
 pytestmark = pytest.mark.server
 
@@ -49,7 +49,7 @@ async def test_tool_returns_the_answer_and_reports_errors(live_server: ServerPro
     answer = await tool.ainvoke({"message": "Hi there", "words_per_second": 100})
     assert isinstance(answer, str)
     assert answer
-    too_long = await tool.ainvoke({"message": "word " * 700})
+    too_long = await tool.ainvoke({"message": "word " * (LIVE_MAX_MODEL_LEN + 100)})
     assert "context_length_exceeded" in too_long
     with pytest.raises(ToolException):
-        await tool._arun("word " * 700)
+        await tool._arun("word " * (LIVE_MAX_MODEL_LEN + 100))

@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidStatus
 
 from amortized.agents.realtime import RealtimeError, RealtimeSession, realtime_url
 from amortized.serving.process import ServerProcess
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, LIVE_MAX_MODEL_LEN
 
 pytestmark = pytest.mark.server
 
@@ -263,11 +263,11 @@ async def test_malformed_events_get_error_events_and_the_session_survives(
 
 async def test_input_beyond_the_context_gets_a_clear_error(live_server: ServerProcess) -> None:
     async with session(live_server, SHORT) as rt:
-        await rt.append("hello " * 600)
+        await rt.append("hello " * (LIVE_MAX_MODEL_LEN + 100))
         error = await rt.next_event(10)
         assert error["type"] == "error"
         assert error["error"]["code"] == "context_length_exceeded"
-        assert "512" in error["error"]["message"]
+        assert str(LIVE_MAX_MODEL_LEN) in error["error"]["message"]
         answer = await rt.ask("A short one then")
         assert answer.status == "completed"
 

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-
 import numpy as np
 from tqdm import tqdm
 
@@ -20,6 +19,7 @@ from amortized.tabular.encoding import (
     Cell,
     EncodingReport,
     LabelCoding,
+    as_number,
     column_order,
     encode_rows,
     fit_columns,
@@ -31,8 +31,8 @@ from amortized.tabular.prompt import (
     answer_schema,
     chat_messages,
     demonstration_lines,
+    query_lines,
     raw_prompt,
-    test_lines,
     user_prompt,
 )
 
@@ -142,6 +142,25 @@ class TabularPrediction:
     warnings: list[str] = field(default_factory=list)
 
 
+def imputation_warnings(
+    train_rows: Sequence[Sequence[Cell]], test_rows: Sequence[Sequence[Cell]]
+) -> list[str]:
+    """Say which numeric columns have cells that will be imputed (never a silent change)."""
+    warnings = []
+    for column in range(len(train_rows[0])):
+        if not any(as_number(row[column]) is not None for row in train_rows):
+            continue
+        bad = sum(
+            1 for rows in (train_rows, test_rows) for row in rows if as_number(row[column]) is None
+        )
+        if bad:
+            warnings.append(
+                f"column {column}: {bad} missing, infinite or non-numeric values are imputed "
+                "with the demonstrations' mean"
+            )
+    return warnings
+
+
 def check_rows(rows: Sequence[Sequence[Cell]], name: str, width: int | None) -> int:
     """The common row width; raises on ragged rows, naming the first bad one."""
     if not rows:
@@ -199,6 +218,7 @@ class TabularPredictor:
             warnings=[],
             answer_tokens_per_row=per_row,
         )
+        task.warnings.extend(imputation_warnings(task.train_rows, task.test_rows))
         return await self._fit_context(task)
 
     async def _fit_context(self, task: PreparedTask) -> PreparedTask:
@@ -248,7 +268,7 @@ class TabularPredictor:
         order = column_order(len(stats), seed)
         report = EncodingReport()
         demos = demonstration_lines(encode_rows(demo_rows, stats, order, report), demo_codes)
-        tests = test_lines(encode_rows([task.test_rows[i] for i in rows], stats, order, report))
+        tests = query_lines(encode_rows([task.test_rows[i] for i in rows], stats, order, report))
         label_set = sorted(set(demo_codes))
         user = user_prompt(len(order), label_set, demos, tests)
         prompt: str | Messages = chat_messages(user) if options.chat_template else raw_prompt(user)

@@ -13,7 +13,7 @@ def user_prompt(
     feature_count: int,
     label_set: Sequence[int],
     train_lines: Sequence[str],
-    test_lines: Sequence[str],
+    queries: Sequence[str],
 ) -> str:
     """The user message: data description, demonstrations, test rows, output rules."""
     labels = "[" + ", ".join(str(label) for label in label_set) + "]"
@@ -30,8 +30,8 @@ def user_prompt(
         "",
         "[Test set]  (keep original order!)  ",
         "Each row = ID, then N features (ID is NOT a feature).  ",
-        f"{len(test_lines)} rows:  ",
-        *test_lines,
+        f"{len(queries)} rows:  ",
+        *queries,
         "",
         "[Output requirements]",
         "Return **only** a JSON array.",
@@ -47,7 +47,7 @@ def demonstration_lines(rows: Sequence[str], labels: Sequence[int]) -> list[str]
     return [f"{row}|{label}" for row, label in zip(rows, labels, strict=True)]
 
 
-def test_lines(rows: Sequence[str]) -> list[str]:
+def query_lines(rows: Sequence[str]) -> list[str]:
     """``ID i:v1,...`` with ids from 0 within each prompt."""
     return [f"ID {i}:{row}" for i, row in enumerate(rows)]
 
