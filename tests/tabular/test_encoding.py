@@ -91,7 +91,7 @@ def test_label_recoding_sorted_and_errors() -> None:
     assert coding.classes == ("maybe", "no", "yes")
     assert coding.encode(["no", "yes"]) == [1, 2]
     assert LabelCoding.fit([10, 2, 1]).classes == (1, 2, 10)
-    with pytest.raises(ValueError, match="single class"):
+    with pytest.raises(ValueError, match="one class"):
         LabelCoding.fit(["a", "a"])
     with pytest.raises(ValueError, match="missing"):
         LabelCoding.fit(["a", None, "b"])

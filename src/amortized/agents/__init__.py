@@ -4,6 +4,7 @@
 
 from amortized.agents.listening_chat import ListeningChat, ListeningChatTool
 from amortized.agents.realtime import RealtimeAnswer, RealtimeError, RealtimeSession
+from amortized.agents.tabular_tool import TabularPredictionTool
 
 __all__ = [
     "ListeningChat",
@@ -11,4 +12,5 @@ __all__ = [
     "RealtimeAnswer",
     "RealtimeError",
     "RealtimeSession",
+    "TabularPredictionTool",
 ]

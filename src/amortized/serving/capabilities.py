@@ -39,6 +39,7 @@ def builtin_capabilities() -> tuple[Capability, ...]:
     """Capabilities shipped with amortized, in the order ``/v1/amortized/info`` lists them."""
     from amortized.serving.routes.kv_prediction import api_router as kv_prediction
     from amortized.serving.routes.realtime import api_router as realtime
+    from amortized.serving.routes.tabular import api_router as tabular
 
     return (
         Capability(
@@ -55,6 +56,13 @@ def builtin_capabilities() -> tuple[Capability, ...]:
             "in and answers at once (arXiv 2510.05150)",
             make_router=realtime.make_router,
             init_state=realtime.init_state,
+        ),
+        Capability(
+            name="tabular",
+            summary="Many-shot tabular classification by in-context learning "
+            "(MachineLearningLM, arXiv 2509.06806)",
+            make_router=tabular.make_router,
+            init_state=tabular.init_state,
         ),
     )
 

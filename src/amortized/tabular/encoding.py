@@ -164,7 +164,7 @@ class LabelCoding:
         classes = tuple(sorted(set(labels), key=_sort_key))
         if len(classes) < 2:
             raise ValueError(
-                f"the target has a single class ({classes[0]!r} in all {len(labels)} rows); "
+                f"the target has only one class ({classes[0]!r} in all {len(labels)} rows); "
                 "classification needs at least two"
             )
         return cls(classes)

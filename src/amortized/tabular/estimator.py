@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from amortized.tabular.backends import OpenAICompatibleBackend, TabularBackend
@@ -56,10 +57,11 @@ class LLMTabularClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc
 
     def fit(self, X: Any, y: Any) -> "LLMTabularClassifier":
         X, y = validate_data(self, X, y, dtype=None, ensure_all_finite=False)
+        check_classification_targets(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise ValueError(
-                f"the target has a single class ({self.classes_[0]!r}); "
+                f"the target has only one class ({self.classes_[0]!r}); "
                 "classification needs at least two"
             )
         self.X_train_ = X
