@@ -52,13 +52,6 @@ async def answer_running(rt: RealtimeSession) -> None:
     await asyncio.sleep(0.3)
 
 
-async def wait_running(server: ServerProcess, timeout: float = 10) -> float:
-    deadline = time.monotonic() + timeout
-    while not (running := running_requests(server)) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    return running
-
-
 async def wait_idle(server: ServerProcess, timeout: float = 20) -> float:
     deadline = time.monotonic() + timeout
     while (running := running_requests(server)) and time.monotonic() < deadline:
@@ -208,12 +201,18 @@ async def test_two_turns_keep_history_and_reuse_kv(live_server: ServerProcess) -
 
 
 async def test_disconnect_mid_turn_leaves_no_running_request(live_server: ServerProcess) -> None:
-    settings = {"thinking": {"chunk_tokens": 400, "min_tokens": 400, "budget_tokens": 400}}
-    rt = session(live_server, settings)
+    thinking = {"chunk_tokens": 400, "min_tokens": 400, "budget_tokens": 400, "emit": True}
+    rt = session(live_server, {"thinking": thinking})
     await rt.__aenter__()
     await rt.append("Think about this for a very long time")
-    assert await wait_running(live_server) >= 1
+    # Thinking is under way (400 tokens take seconds here) once its first delta arrives.
+    first = await rt.next_event(30)
+    while first["type"] == "input_text_buffer.appended" or not first.get("delta", "").strip():
+        assert first["type"] != "thinking.done", "thinking ended before the disconnect"
+        first = await rt.next_event(30)
+    assert first["type"] == "thinking.delta"
     await rt.close()
+
     assert await wait_idle(live_server) == 0
 
     settings = {"answer": {"max_tokens": 400, "min_tokens": 400}, "thinking": {"budget_tokens": 0}}
