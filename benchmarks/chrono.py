@@ -16,7 +16,6 @@ real model and is not measured here.
 
 import asyncio
 import math
-import re
 import statistics
 import sys
 import time
@@ -26,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from tqdm import tqdm
 
+from amortized.serving.process import running_requests
 from benchmarks._harness import base_parser, median, print_table, write_json
 
 MESSAGES = (
@@ -203,16 +202,10 @@ async def one_turn(
         return Outcome(mode=mode, budget=budget, latency_ms=None, error=repr(error)[:200])
 
 
-def running_requests(target: Target) -> float:
-    text = httpx.get(f"{target.root_url}/metrics", timeout=10).text
-    values = re.findall(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+]+)$", text, re.M)
-    return sum(float(v) for v in values)
-
-
 async def settle(target: Target, timeout: float = 20) -> float:
     """Running requests after waiting up to ``timeout`` s for them to drain (0 = no leaks)."""
     deadline = time.monotonic() + timeout
-    while (running := running_requests(target)) and time.monotonic() < deadline:
+    while (running := running_requests(target.root_url)) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     return running
 

@@ -3,7 +3,6 @@ disconnects, bad input and the simulate route, on the session's tiny Llama."""
 
 import asyncio
 import json
-import re
 import time
 from typing import Any
 
@@ -13,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from amortized.agents.realtime import RealtimeError, RealtimeSession, realtime_url
-from amortized.serving.process import ServerProcess
+from amortized.serving.process import ServerProcess, running_requests
 from tests.conftest import API_KEY, LIVE_MAX_MODEL_LEN
 
 pytestmark = pytest.mark.server
@@ -38,13 +37,6 @@ async def next_of(rt: RealtimeSession, kind: str, timeout: float = 30) -> dict[s
             return event
 
 
-def running_requests(server: ServerProcess) -> float:
-    text = httpx.get(f"{server.root_url}/metrics", timeout=10).text
-    values = re.findall(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+]+)$", text, re.M)
-    assert values, "vLLM's /metrics has no num_requests_running gauge"
-    return sum(float(v) for v in values)
-
-
 async def answer_running(rt: RealtimeSession) -> None:
     """Once the answer has started; tiny random models may emit invisible tokens for a while,
     so this waits on time (answers here have ``min_tokens`` 400, which takes seconds)."""
@@ -54,7 +46,7 @@ async def answer_running(rt: RealtimeSession) -> None:
 
 async def wait_idle(server: ServerProcess, timeout: float = 20) -> float:
     deadline = time.monotonic() + timeout
-    while (running := running_requests(server)) and time.monotonic() < deadline:
+    while (running := running_requests(server.root_url)) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     return running
 

@@ -121,3 +121,14 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def running_requests(root_url: str) -> float:
+    """vLLM's ``num_requests_running`` gauge from ``/metrics`` (summed over engines)."""
+    import re
+
+    text = httpx.get(f"{root_url}/metrics", timeout=10).text
+    values = re.findall(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    if not values:
+        raise AmortizedError(f"{root_url}/metrics has no num_requests_running gauge")
+    return sum(float(v) for v in values)

@@ -134,11 +134,12 @@ async def run_job(
                     f"{spec.parts} belongs to a different job (other inputs or options); "
                     "delete it or choose another --out"
                 )
+            coding = LabelCoding.fit(labels)
             task = PreparedTask(
                 train_rows=train_rows,
-                train_codes=LabelCoding.fit(labels).encode(labels),
+                train_codes=coding.encode(labels),
                 test_rows=test_rows,
-                coding=LabelCoding.fit(labels),
+                coding=coding,
                 majority=job["majority"],
                 shots=job["shots"],
                 rows_per_prompt=job["rows_per_prompt"],

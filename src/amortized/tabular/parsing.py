@@ -5,6 +5,7 @@ The logprob fallback walks the label's tokens, so labels with several digits (mo
 classes) work, which the reference's single-token lookup does not.
 """
 
+import bisect
 import json
 import math
 import re
@@ -168,13 +169,8 @@ def _spread(
 
 def _token_at(offsets: Sequence[int], position: int) -> int | None:
     """Index of the token whose text covers ``position`` (None past the end)."""
-    index = None
-    for i, start in enumerate(offsets):
-        if start <= position:
-            index = i
-        else:
-            break
-    if index is None:
+    index = bisect.bisect_right(offsets, position) - 1
+    if index < 0:
         return None
     if index == len(offsets) - 1 and position > offsets[index] + 16:
         return None

@@ -8,7 +8,7 @@ import asyncio
 import math
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -226,7 +226,7 @@ class TabularPredictor:
         limit = int(await self.backend.max_model_len() * (1 - self.options.context_margin))
 
         async def fits(shots: int, rows: int) -> bool:
-            probe = PreparedTask(**{**task.__dict__, "shots": shots, "rows_per_prompt": rows})
+            probe = replace(task, shots=shots, rows_per_prompt=rows)
             request = self._request(probe, probe.chunks[0], self.options.seeds[0], 0)
             needed = await self.backend.count_tokens(request.prompt) + request.max_tokens
             return needed <= limit
@@ -252,9 +252,7 @@ class TabularPredictor:
             warnings.append(
                 f"rows per prompt reduced from {task.rows_per_prompt} to {rows} to fit the context"
             )
-        return PreparedTask(
-            **{**task.__dict__, "shots": shots_fit, "rows_per_prompt": rows, "warnings": warnings}
-        )
+        return replace(task, shots=shots_fit, rows_per_prompt=rows, warnings=warnings)
 
     def _request(
         self, task: PreparedTask, rows: range, seed: int, chunk_index: int
