@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import json, sys
     from sklearn.datasets import load_iris
     from vllm import LLM
-    from amortized.tabular.backends.vllm_local import OfflineLLMBackend
+    from amortized.llm.vllm_local import OfflineLLMBackend
     from amortized.tabular.estimator import LLMTabularClassifier
 
     if __name__ == "__main__":

@@ -4,10 +4,9 @@ import math
 
 import numpy as np
 
-from amortized.tabular.backends.base import offsets_of
+from amortized.llm.base import TokenLogprobs, offsets_of
 from amortized.tabular.parsing import (
     Provenance,
-    TokenLogprobs,
     parse_answer,
     rows_from_answer,
 )

@@ -5,11 +5,11 @@ per prompt, multi-seed voting, guided JSON answers. Interfaces: a scikit-learn e
 ``amortized tabular predict`` (resumable batch jobs), the server route and an agent tool.
 """
 
-from amortized.tabular.backends import (
+from amortized.llm import (
     Completion,
     CompletionRequest,
+    LLMBackend,
     OpenAICompatibleBackend,
-    TabularBackend,
 )
 from amortized.tabular.parsing import Provenance
 from amortized.tabular.predictor import (
@@ -22,10 +22,10 @@ from amortized.tabular.predictor import (
 __all__ = [
     "Completion",
     "CompletionRequest",
+    "LLMBackend",
     "OpenAICompatibleBackend",
     "PredictionOptions",
     "Provenance",
-    "TabularBackend",
     "TabularInputError",
     "TabularPrediction",
     "TabularPredictor",

@@ -36,7 +36,7 @@ def add_tabular_command(subparsers: "argparse._SubParsersAction[OneLineParser]")
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from amortized.tabular.backends import OpenAICompatibleBackend
+    from amortized.llm import OpenAICompatibleBackend
     from amortized.tabular.job import JobSpec, run_job
     from amortized.tabular.predictor import PredictionOptions, TabularInputError
 

@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from amortized.tabular.backends import OpenAICompatibleBackend, TabularBackend
+from amortized.llm import LLMBackend, OpenAICompatibleBackend
 from amortized.tabular.predictor import PredictionOptions, TabularPrediction, TabularPredictor
 
 
@@ -33,7 +33,7 @@ class LLMTabularClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc
         guided: str = "json",
         chat_template: bool = False,
         max_concurrency: int = 8,
-        backend: TabularBackend | None = None,
+        backend: LLMBackend | None = None,
     ) -> None:
         self.base_url = base_url
         self.api_key = api_key

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from amortized.errors import AmortizedError
-from amortized.tabular.backends.base import TabularBackend
+from amortized.llm.base import LLMBackend
 from amortized.tabular.encoding import LabelCoding
 from amortized.tabular.parsing import Provenance
 from amortized.tabular.predictor import (
@@ -104,9 +104,7 @@ def split_features(frame: Any, target: str, name: str) -> tuple[list[str], list[
     return [str(c) for c in columns], rows
 
 
-async def run_job(
-    spec: JobSpec, backend: TabularBackend, *, progress: bool = True
-) -> dict[str, Any]:
+async def run_job(spec: JobSpec, backend: LLMBackend, *, progress: bool = True) -> dict[str, Any]:
     """Predict every test row, resuming from ``spec.parts``; returns a summary."""
     train = read_table(spec.train)
     test = read_table(spec.test)

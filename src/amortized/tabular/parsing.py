@@ -9,11 +9,13 @@ import bisect
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+
+from amortized.llm.base import TokenLogprobs
 
 
 class Provenance(StrEnum):
@@ -23,15 +25,6 @@ class Provenance(StrEnum):
     """The JSON was unusable for this row; the label token's probabilities decided."""
     MAJORITY = "majority_fallback"
     """Nothing usable for this row: the most frequent training class."""
-
-
-@dataclass(frozen=True)
-class TokenLogprobs:
-    """One generated token: its text, where it starts in the output, and the top-k alternatives."""
-
-    token: str
-    offset: int
-    top: Mapping[str, float]
 
 
 @dataclass(frozen=True)

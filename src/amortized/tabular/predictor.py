@@ -1,7 +1,7 @@
 """Many-shot prediction: plan the prompts, run them, parse, vote across seeds.
 
 This is the core every interface shares (estimator, route, batch job, tool). It is async and
-reaches models only through a :class:`~amortized.tabular.backends.TabularBackend`.
+reaches models only through a :class:`~amortized.llm.LLMBackend`.
 """
 
 import asyncio
@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from amortized.tabular.backends.base import CompletionRequest, Messages, TabularBackend
+from amortized.llm.base import CompletionRequest, LLMBackend, Messages
 from amortized.tabular.encoding import (
     Cell,
     EncodingReport,
@@ -180,7 +180,7 @@ def check_rows(rows: Sequence[Sequence[Cell]], name: str, width: int | None) -> 
 class TabularPredictor:
     """Predicts test rows from demonstration rows with one served model."""
 
-    def __init__(self, backend: TabularBackend, options: PredictionOptions | None = None) -> None:
+    def __init__(self, backend: LLMBackend, options: PredictionOptions | None = None) -> None:
         self.backend = backend
         self.options = options or PredictionOptions()
 

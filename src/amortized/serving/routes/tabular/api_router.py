@@ -34,6 +34,6 @@ def make_router() -> APIRouter:
 async def init_state(engine_client: Any, state: State, _args: Namespace) -> None:
     if engine_client is None:
         return
-    from amortized.tabular.backends.vllm_local import EngineClientBackend
+    from amortized.llm.vllm_local import EngineClientBackend
 
     setattr(state, SERVICE_STATE, TabularService(EngineClientBackend(engine_client)))

@@ -1,5 +1,6 @@
 """Tabular route logic: JSON rows → :class:`TabularPredictor` on the server's engine."""
 
+from amortized.llm.base import LLMBackend
 from amortized.serving.routes.tabular.protocol import (
     JsonCell,
     RowPrediction,
@@ -7,7 +8,6 @@ from amortized.serving.routes.tabular.protocol import (
     TabularPredictResponse,
     TabularUsage,
 )
-from amortized.tabular.backends.base import TabularBackend
 from amortized.tabular.predictor import PredictionOptions, TabularInputError, TabularPredictor
 
 
@@ -41,7 +41,7 @@ def feature_rows(
 
 
 class TabularService:
-    def __init__(self, backend: TabularBackend) -> None:
+    def __init__(self, backend: LLMBackend) -> None:
         self.backend = backend
 
     async def predict(self, request: TabularPredictRequest) -> TabularPredictResponse:

@@ -6,14 +6,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from amortized.tabular.backends.base import (
+from amortized.llm.base import (
     Completion,
     CompletionRequest,
+    LLMBackend,
     Messages,
-    TabularBackend,
+    TokenLogprobs,
     offsets_of,
 )
-from amortized.tabular.parsing import TokenLogprobs
 
 
 def sampling_params(request: CompletionRequest) -> Any:
@@ -84,7 +84,7 @@ class _TokenizerMixin:
         return len(self.tokenizer.encode(self.render(prompt), add_special_tokens=False))
 
 
-class EngineClientBackend(_TokenizerMixin, TabularBackend):
+class EngineClientBackend(_TokenizerMixin, LLMBackend):
     """The API server's engine (``AsyncLLM``), used by ``/v1/amortized/tabular/predict``."""
 
     def __init__(self, engine_client: Any) -> None:
@@ -106,7 +106,7 @@ class EngineClientBackend(_TokenizerMixin, TabularBackend):
         return completion_from_output(final)
 
 
-class OfflineLLMBackend(_TokenizerMixin, TabularBackend):
+class OfflineLLMBackend(_TokenizerMixin, LLMBackend):
     """A ``vllm.LLM`` in this process; requests are batched into one ``generate`` call."""
 
     def __init__(self, llm: Any) -> None:

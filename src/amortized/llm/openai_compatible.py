@@ -10,17 +10,17 @@ from typing import Any
 import httpx
 import openai
 
-from amortized.tabular.backends.base import (
+from amortized.llm.base import (
     Completion,
     CompletionRequest,
+    LLMBackend,
     Messages,
-    TabularBackend,
+    TokenLogprobs,
     offsets_of,
 )
-from amortized.tabular.parsing import TokenLogprobs
 
 
-class OpenAICompatibleBackend(TabularBackend):
+class OpenAICompatibleBackend(LLMBackend):
     def __init__(
         self,
         base_url: str = "http://127.0.0.1:8000/v1",

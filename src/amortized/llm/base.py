@@ -1,14 +1,22 @@
-"""The small interface every backend implements; prediction logic never sees HTTP or vLLM."""
+"""The small interface every model backend implements, so capability logic never sees HTTP
+or vLLM internals: one backend per way of reaching a model."""
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from amortized.tabular.parsing import TokenLogprobs
-
 Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """One generated token: its text, where it starts in the output, and the top-k alternatives."""
+
+    token: str
+    offset: int
+    top: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class TabularBackend(ABC):
+class LLMBackend(ABC):
     """Runs prompts and counts tokens with the served model's own tokenizer."""
 
     @abstractmethod
