@@ -4,7 +4,8 @@ import argparse
 import json
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,19 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     print(f"wrote {path}", file=sys.stderr)
+
+
+@contextmanager
+def default_model_server(log: Path, max_model_len: int = 2048) -> Iterator[str]:
+    """The tiny default model behind ``amortized serve`` (prefix-cache blocks of 32), served
+    as ``default``; yields the server's root URL."""
+    from amortized.models.default import ensure_default_model
+    from amortized.serving.process import ServerProcess, free_port
+
+    model = ensure_default_model()
+    port = free_port()
+    argv = [sys.executable, "-m", "amortized", "serve", str(model.path), "--port", str(port)]
+    vllm_args = ["--block-size", "32", "--max-model-len", str(max_model_len)]
+    vllm_args += ["--served-model-name", "default"]
+    with ServerProcess([*argv, "--", *vllm_args], port, log) as server:
+        yield server.root_url

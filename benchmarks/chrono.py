@@ -28,7 +28,13 @@ from typing import Any
 from tqdm import tqdm
 
 from amortized.serving.process import running_requests
-from benchmarks._harness import base_parser, median, print_table, write_json
+from benchmarks._harness import (
+    base_parser,
+    default_model_server,
+    median,
+    print_table,
+    write_json,
+)
 
 MESSAGES = (
     "I am planning a trip to the mountains next weekend and I want to know what I should pack "
@@ -280,17 +286,8 @@ def summarize(outcomes: list[Outcome], budgets: list[int]) -> dict[str, dict[str
 
 @contextmanager
 def local_server(logs: Path, max_model_len: int) -> Iterator[Target]:
-    """The tiny default model behind ``amortized serve`` (prefix-cache blocks of 32)."""
-    from amortized.models.default import ensure_default_model
-    from amortized.serving.process import ServerProcess, free_port
-
-    model = ensure_default_model()
-    port = free_port()
-    argv = [sys.executable, "-m", "amortized", "serve", str(model.path), "--port", str(port)]
-    vllm_args = ["--block-size", "32", "--max-model-len", str(max_model_len)]
-    vllm_args += ["--served-model-name", "default"]
-    with ServerProcess([*argv, "--", *vllm_args], port, logs / "chrono-server.log") as server:
-        yield Target(server.root_url, None, "default")
+    with default_model_server(logs / "chrono-server.log", max_model_len) as root_url:
+        yield Target(root_url, None, "default")
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

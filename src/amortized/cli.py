@@ -169,12 +169,19 @@ def _add_tabular(subparsers: "argparse._SubParsersAction[OneLineParser]") -> Non
     add_tabular_command(subparsers)
 
 
+def _add_plan(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
+    from amortized.planners.cli import add_plan_command
+
+    add_plan_command(subparsers)
+
+
 COMMANDS: list[Callable[["argparse._SubParsersAction[OneLineParser]"], None]] = [
     _add_serve,
     _add_models,
     _add_doctor,
     _add_kvp,
     _add_tabular,
+    _add_plan,
 ]
 
 """Subcommand registrars; a capability appends its own."""

@@ -3,10 +3,12 @@
 """
 
 from amortized.agents.listening_chat import ListeningChat, ListeningChatTool
+from amortized.agents.planner_tool import GridPlanningTool
 from amortized.agents.realtime import RealtimeAnswer, RealtimeError, RealtimeSession
 from amortized.agents.tabular_tool import TabularPredictionTool
 
 __all__ = [
+    "GridPlanningTool",
     "ListeningChat",
     "ListeningChatTool",
     "RealtimeAnswer",

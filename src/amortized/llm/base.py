@@ -35,7 +35,9 @@ class CompletionRequest:
 
     temperature: float = 0.0
     top_p: float = 0.7
-    top_k: int = 50
+    top_k: int | None = 50
+    """``None`` leaves it to the server (endpoints other than vLLM reject ``top_k``)."""
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class OpenAICompatibleBackend(LLMBackend):
         return int(reply.json()["count"])
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        extra: dict[str, Any] = {"top_k": request.top_k}
+        extra: dict[str, Any] = {} if request.top_k is None else {"top_k": request.top_k}
         if request.json_schema is not None:
             extra["structured_outputs"] = {"json": request.json_schema}
         elif request.regex is not None:
@@ -87,6 +87,8 @@ class OpenAICompatibleBackend(LLMBackend):
             "top_p": request.top_p,
             "extra_body": extra,
         }
+        if request.stop:
+            common["stop"] = list(request.stop)
         if isinstance(request.prompt, str):
             reply = await self._client.completions.create(
                 prompt=request.prompt, logprobs=request.logprobs or None, **common

@@ -30,7 +30,8 @@ def sampling_params(request: CompletionRequest) -> Any:
         max_tokens=request.max_tokens,
         temperature=request.temperature,
         top_p=request.top_p,
-        top_k=request.top_k,
+        top_k=0 if request.top_k is None else request.top_k,
+        stop=list(request.stop) or None,
         logprobs=request.logprobs or None,
         structured_outputs=structured,
     )

@@ -38,6 +38,7 @@ class Capability:
 def builtin_capabilities() -> tuple[Capability, ...]:
     """Capabilities shipped with amortized, in the order ``/v1/amortized/info`` lists them."""
     from amortized.serving.routes.kv_prediction import api_router as kv_prediction
+    from amortized.serving.routes.planners import api_router as planners
     from amortized.serving.routes.realtime import api_router as realtime
     from amortized.serving.routes.tabular import api_router as tabular
 
@@ -56,6 +57,13 @@ def builtin_capabilities() -> tuple[Capability, ...]:
             "in and answers at once (arXiv 2510.05150)",
             make_router=realtime.make_router,
             init_state=realtime.init_state,
+        ),
+        Capability(
+            name="planners",
+            summary="Code-policy grid planners: an LLM writes a policy program, refined with "
+            "feedback and reused across instances (IPP, arXiv 2505.10749)",
+            make_router=planners.make_router,
+            init_state=planners.init_state,
         ),
         Capability(
             name="tabular",

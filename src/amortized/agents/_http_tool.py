@@ -1,0 +1,53 @@
+"""What every tool that calls an ``/v1/amortized/...`` route shares: URL, auth, errors."""
+
+from typing import Any, Literal
+
+import httpx
+from langchain_core.tools import BaseTool, ToolException
+
+
+class AmortizedRouteTool(BaseTool):
+    """POSTs its arguments to one amortized route; HTTP errors become ``ToolException``."""
+
+    route: str = ""
+    """Path below ``/v1/amortized/``, e.g. ``tabular/predict``."""
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: str | None = None
+    timeout: float = 600.0
+    handle_tool_error: bool = True
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
+
+    def _url(self) -> str:
+        return f"{self.base_url.rstrip('/').removesuffix('/v1')}/v1/amortized/{self.route}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def _body(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The request body for the route; by default the arguments themselves."""
+        return arguments
+
+    def _summarize(self, result: dict[str, Any]) -> str:
+        """The short text the model reads; the full result travels as the artifact."""
+        raise NotImplementedError
+
+    def _run(self, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+        with httpx.Client(timeout=self.timeout) as client:
+            reply = client.post(self._url(), json=self._body(kwargs), headers=self._headers())
+        return self._handle(reply)
+
+    async def _arun(self, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            reply = await client.post(self._url(), json=self._body(kwargs), headers=self._headers())
+        return self._handle(reply)
+
+    def _handle(self, reply: httpx.Response) -> tuple[str, dict[str, Any]]:
+        if reply.status_code >= 400:
+            try:
+                detail = reply.json()
+                message = detail.get("error", {}).get("message") or detail.get("detail") or detail
+            except ValueError:
+                message = reply.text
+            raise ToolException(f"{self.name} failed ({reply.status_code}): {message}")
+        result: dict[str, Any] = reply.json()
+        return self._summarize(result), result
