@@ -62,6 +62,8 @@ def live_server(
         "--enable-prompt-tokens-details",
     ]
 
-    server = ServerProcess(argv, port, log)
+    # The planners' program library of this server, away from the user's cache.
+    library = tmp_path_factory.mktemp("program-library")
+    server = ServerProcess(argv, port, log, env={"AMORTIZED_PROGRAM_LIBRARY": str(library)})
     with server:
         yield server

@@ -19,6 +19,7 @@ class GridPlanningInput(BaseModel):
     )
     strategy: Literal["direct", "pseudocode", "curriculum", "refine"] = "refine"
     rounds: int = Field(default=3, ge=1, le=20, description="LLM rounds when a program is new.")
+    examples: int = Field(default=1, ge=0, le=5, description="Instances shown in the prompt.")
 
 
 class GridPlanningTool(AmortizedRouteTool):
@@ -40,6 +41,7 @@ class GridPlanningTool(AmortizedRouteTool):
             "task": task.model_dump() if isinstance(task, BaseModel) else task,
             "strategy": arguments.get("strategy", "refine"),
             "rounds": arguments.get("rounds", 3),
+            "examples": arguments.get("examples", 1),
         }
         instances = arguments.get("instances")
         if instances is not None:

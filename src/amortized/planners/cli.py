@@ -38,6 +38,7 @@ def add_plan_command(subparsers: "argparse._SubParsersAction[OneLineParser]") ->
     p.add_argument("--max-tokens", type=int, help="LLM token budget for planning")
     p.add_argument("--wall-time", type=float, help="planning wall-time budget, seconds")
     p.add_argument("--train", type=int, default=20, help="instances the rounds evaluate on")
+    p.add_argument("--examples", type=int, default=1, help="instances shown in the prompt")
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     p.add_argument("--api-key")
     p.add_argument("--model", help="served model name (default: the server's first)")
@@ -91,6 +92,7 @@ def _plan(args: argparse.Namespace) -> int:
         planner=PlannerOptions(
             strategy=Strategy(args.strategy),
             mode=args.mode,
+            examples=args.examples,
             budget=PlannerBudget(
                 rounds=args.rounds, max_tokens=args.max_tokens, wall_time_s=args.wall_time
             ),

@@ -72,6 +72,9 @@ class PlannerSolveRequest(BaseModel):
     mode: Literal["solve", "act"] = "solve"
     rounds: int = Field(default=3, ge=1, le=20)
     train_instances: int = Field(default=20, ge=1, le=1000)
+    examples: int = Field(
+        default=1, ge=0, le=5, description="Instances rendered into the opening prompt."
+    )
     max_tokens: int | None = Field(default=None, ge=256, description="LLM token budget.")
     wall_time_s: float | None = Field(default=None, gt=0, le=3600)
     reuse: bool = Field(default=True, description="Serve a validated library program if any.")

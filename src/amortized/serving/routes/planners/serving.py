@@ -123,6 +123,7 @@ class PlannerService:
             planner=PlannerOptions(
                 strategy=Strategy(request.strategy),
                 mode=request.mode,
+                examples=request.examples,
                 budget=PlannerBudget(
                     rounds=request.rounds,
                     max_tokens=request.max_tokens,
