@@ -19,81 +19,89 @@ OFFSETS = {
     "downleft": (1, -1),
     "downright": (1, 1),
 }
+OPPOSITE = {
+    "up": "down",
+    "down": "up",
+    "left": "right",
+    "right": "left",
+    "upleft": "downright",
+    "downright": "upleft",
+    "upright": "downleft",
+    "downleft": "upright",
+}
 
 
 def solve(observation: dict[str, Any]) -> list[str]:
     grid = observation["grid"]
     rows, cols = observation["rows"], observation["cols"]
-    start = tuple(observation["start"])
     limit = observation["carry_limit"]
     cost = observation["cost_per_step"]
     budget = observation.get("actions_left", observation["max_actions"])
-    moves = [(n, OFFSETS[n]) for n in observation["actions"] if n in OFFSETS]
-    energy = {tuple(cell) for cell in observation["energy"]} - {start}
+    start = observation["start"][0] * cols + observation["start"][1]
+    position = observation.get("position", observation["start"])
+    here = position[0] * cols + position[1]
+    carrying = observation.get("carrying", 0)
+    energy = {r * cols + c for r, c in observation["energy"]} - {start}
 
-    def bfs(source: tuple[int, int]) -> dict[tuple[int, int], tuple[tuple[int, int], str, int]]:
-        """Parent, step name and distance of every reachable cell."""
-        parents = {source: (source, "", 0)}
+    # Cells are numbered r * cols + c; neighbours[cell] lists (action, next cell).
+    neighbours: list[list[tuple[str, int]]] = [[] for _ in range(rows * cols)]
+    for r in range(rows):
+        for c in range(cols):
+            if grid[r][c] == "O":
+                continue
+            for name in observation["actions"]:
+                if name in OFFSETS:
+                    nr, nc = r + OFFSETS[name][0], c + OFFSETS[name][1]
+                    if 0 <= nr < rows and 0 <= nc < cols and grid[nr][nc] != "O":
+                        neighbours[r * cols + c].append((name, nr * cols + nc))
+
+    def bfs(source: int) -> tuple[list[int], list[int], list[str]]:
+        """Distance (-1 unreachable), parent cell and the step into each cell."""
+        distance = [-1] * (rows * cols)
+        parent = [-1] * (rows * cols)
+        step = [""] * (rows * cols)
+        distance[source] = 0
         queue = deque([source])
         while queue:
-            r, c = queue.popleft()
-            distance = parents[(r, c)][2] + 1
-            for name, (dr, dc) in moves:
-                nr, nc = r + dr, c + dc
-                inside = 0 <= nr < rows and 0 <= nc < cols
-                if inside and grid[nr][nc] != "O" and (nr, nc) not in parents:
-                    parents[(nr, nc)] = ((r, c), name, distance)
-                    queue.append((nr, nc))
-        return parents
+            cell = queue.popleft()
+            for name, nxt in neighbours[cell]:
+                if distance[nxt] < 0:
+                    distance[nxt] = distance[cell] + 1
+                    parent[nxt] = cell
+                    step[nxt] = name
+                    queue.append(nxt)
+        return distance, parent, step
 
-    def path(
-        parents: dict[tuple[int, int], tuple[tuple[int, int], str, int]], cell: tuple[int, int]
-    ) -> list[str]:
+    def path(tree: tuple[list[int], list[int], list[str]], cell: int) -> list[str]:
+        _, parent, step = tree
         steps = []
-        while parents[cell][1]:
-            cell, name, _ = parents[cell]
-            steps.append(name)
+        while parent[cell] >= 0:
+            steps.append(step[cell])
+            cell = parent[cell]
         return steps[::-1]
 
     home = bfs(start)
     plan: list[str] = []
-    here = tuple(observation.get("position", start))
-    carrying = observation.get("carrying", 0)
-
-    def way_home(cell: tuple[int, int]) -> list[str]:
-        return [_opposite(a) for a in reversed(path(home, cell))]
-
     while True:
-        parents = bfs(here)
-        targets = sorted((parents[e][2], e) for e in energy if e in parents)
+        tree = bfs(here)
+        distance = tree[0]
         chosen = None
-        for distance, cell in targets:
-            needed = distance + 1 + home[cell][2] + 1
-            if len(plan) + needed <= budget and cost * (distance + 1) < 1:
+        for d, cell in sorted((distance[e], e) for e in energy if distance[e] >= 0):
+            needed = d + 1 + home[0][cell] + 1
+            if len(plan) + needed <= budget and cost * (d + 1) < 1:
                 chosen = cell
                 break
         if chosen is None:
             break
-        plan += [*path(parents, chosen), "take"]
+        plan += [*path(tree, chosen), "take"]
         energy.discard(chosen)
         here, carrying = chosen, carrying + 1
         if carrying >= limit:
-            plan += [*way_home(here), "drop"]
+            plan += [OPPOSITE[a] for a in reversed(path(home, here))] + ["drop"]
             here, carrying = start, 0
     if carrying:
-        plan += [*way_home(here), "drop"]
+        plan += [OPPOSITE[a] for a in reversed(path(home, here))] + ["drop"]
     return plan[:budget]
-
-
-def _opposite(action: str) -> str:
-    swap = {"up": "down", "down": "up", "left": "right", "right": "left"}
-    parts = (
-        action.replace("up", "U").replace("down", "D").replace("left", "L").replace("right", "R")
-    )
-    names = {"U": "up", "D": "down", "L": "left", "R": "right"}
-    if len(parts) == 1:
-        return swap[action]
-    return "".join(swap[names[p]] for p in parts)
 
 
 def act(observation: dict[str, Any]) -> str | None:
