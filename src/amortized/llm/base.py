@@ -38,6 +38,8 @@ class CompletionRequest:
     top_k: int | None = 50
     """``None`` leaves it to the server (endpoints other than vLLM reject ``top_k``)."""
     stop: tuple[str, ...] = ()
+    n: int = 1
+    """Samples of the same prompt (one prefill); all texts land in ``Completion.samples``."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Completion:
     completion_tokens: int = 0
     finish_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    samples: tuple[str, ...] = ()
+    """Every sample's text when ``n > 1`` (``text`` is the first)."""
 
 
 class LLMBackend(ABC):

@@ -5,6 +5,7 @@ decoding uses vLLM's ``structured_outputs`` request field; token counts use vLLM
 ``/tokenize``, so budgets are planned with the served model's tokenizer.
 """
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -89,6 +90,8 @@ class OpenAICompatibleBackend(LLMBackend):
         }
         if request.stop:
             common["stop"] = list(request.stop)
+        if request.n > 1:
+            common["n"] = request.n
         if isinstance(request.prompt, str):
             reply = await self._client.completions.create(
                 prompt=request.prompt, logprobs=request.logprobs or None, **common
@@ -104,7 +107,8 @@ class OpenAICompatibleBackend(LLMBackend):
                     TokenLogprobs(token=t, offset=o - base, top=dict(top or {}))
                     for t, o, top in zip(names, offsets, tops, strict=False)
                 ]
-            return self._completion(choice.text, tokens, reply.usage, choice.finish_reason)
+            completion = self._completion(choice.text, tokens, reply.usage, choice.finish_reason)
+            return replace(completion, samples=tuple(c.text for c in reply.choices))
         chat = await self._client.chat.completions.create(
             messages=request.prompt,  # type: ignore[arg-type]
             logprobs=bool(request.logprobs),
@@ -124,9 +128,10 @@ class OpenAICompatibleBackend(LLMBackend):
                 )
                 for entry, offset in zip(content, offsets_of(names), strict=True)
             ]
-        return self._completion(
+        completion = self._completion(
             message.message.content or "", tokens, chat.usage, message.finish_reason
         )
+        return replace(completion, samples=tuple(c.message.content or "" for c in chat.choices))
 
     @staticmethod
     def _completion(

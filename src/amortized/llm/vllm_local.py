@@ -32,6 +32,7 @@ def sampling_params(request: CompletionRequest) -> Any:
         top_p=request.top_p,
         top_k=0 if request.top_k is None else request.top_k,
         stop=list(request.stop) or None,
+        n=request.n,
         logprobs=request.logprobs or None,
         structured_outputs=structured,
     )
@@ -63,8 +64,9 @@ def completion_from_output(output: Any) -> Completion:
         tokens=tokens,
         prompt_tokens=len(output.prompt_token_ids or ()),
         cached_tokens=int(output.num_cached_tokens or 0),
-        completion_tokens=len(sample.token_ids),
+        completion_tokens=sum(len(s.token_ids) for s in output.outputs),
         finish_reason=sample.finish_reason,
+        samples=tuple(s.text for s in output.outputs),
     )
 
 

@@ -1,0 +1,102 @@
+"""The SFT baseline: fine-tune the whole model on the same labelled questions, with the gold
+answer as target for known questions and the abstention phrase for unknown ones."""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from amortized.steering.labelling import Label, LabelledItem
+from amortized.steering.qa import DEFAULT_ABSTENTION, question_messages, question_prompt
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    epochs: int = 3
+    lr: float = 3e-4
+    batch_size: int = 16
+    seed: int = 0
+    abstention: str = DEFAULT_ABSTENTION
+
+
+@dataclass(frozen=True)
+class SFTResult:
+    wall_seconds: float
+    examples: int
+    losses: list[float] = field(default_factory=list)
+
+
+def sft_examples(
+    tokenizer: Any, labelled: Sequence[LabelledItem], abstention: str
+) -> list[tuple[list[int], int]]:
+    """Token ids of prompt + target and where the target starts (loss only on the target)."""
+    examples = []
+    for item in labelled:
+        if item.label is Label.DROPPED:
+            continue
+        target = item.answers[0] if item.label is Label.KNOWN else abstention
+        prompt = question_prompt(tokenizer, item.question)
+        if getattr(tokenizer, "chat_template", None):
+            messages = [*question_messages(item.question), {"role": "assistant", "content": target}]
+            full = str(tokenizer.apply_chat_template(messages, tokenize=False))
+        else:
+            full = f"{prompt} {target}{tokenizer.eos_token or ''}"
+        if not full.startswith(prompt):
+            full = prompt + full[len(prompt) :]
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        examples.append((list(full_ids), len(prompt_ids)))
+    return examples
+
+
+def train_sft(
+    model: Any,
+    tokenizer: Any,
+    labelled: Sequence[LabelledItem],
+    config: SFTConfig | None = None,
+    *,
+    progress: bool = False,
+) -> SFTResult:
+    """Fine-tune every parameter of ``model`` in place; returns the wall time and losses."""
+    import torch
+
+    config = config or SFTConfig()
+    started = time.perf_counter()
+    examples = sft_examples(tokenizer, labelled, config.abstention)
+    if not examples:
+        raise ValueError("no known or unknown questions to fine-tune on")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    rng = random.Random(config.seed)
+    model.train()
+    losses: list[float] = []
+    steps = config.epochs * -(-len(examples) // config.batch_size)
+    bar = tqdm(total=steps, desc="SFT", disable=not progress, file=sys.stderr)
+    for _ in range(config.epochs):
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        for start in range(0, len(order), config.batch_size):
+            batch = [examples[i] for i in order[start : start + config.batch_size]]
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (ids, target_start) in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                labels[row, target_start : len(ids)] = torch.tensor(ids[target_start:])
+                mask[row, : len(ids)] = 1
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+            bar.update(1)
+    bar.close()
+    model.eval()
+    return SFTResult(time.perf_counter() - started, len(examples), losses)
