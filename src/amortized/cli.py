@@ -175,6 +175,12 @@ def _add_plan(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
     add_plan_command(subparsers)
 
 
+def _add_steer(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
+    from amortized.steering.cli import add_steer_command
+
+    add_steer_command(subparsers)
+
+
 COMMANDS: list[Callable[["argparse._SubParsersAction[OneLineParser]"], None]] = [
     _add_serve,
     _add_models,
@@ -182,6 +188,7 @@ COMMANDS: list[Callable[["argparse._SubParsersAction[OneLineParser]"], None]] = 
     _add_kvp,
     _add_tabular,
     _add_plan,
+    _add_steer,
 ]
 
 """Subcommand registrars; a capability appends its own."""

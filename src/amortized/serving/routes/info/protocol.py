@@ -1,6 +1,6 @@
 """Response schema of ``GET /v1/amortized/info``; clients and tools reuse it."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -18,6 +18,11 @@ class ServedModel(BaseModel):
 
     id: str
     root: str
+    casal: dict[str, Any] | None = Field(
+        default=None,
+        description="Provenance when the weights are a CASAL checkpoint (steered layer, "
+        "alpha, submodule, source model); null otherwise",
+    )
 
 
 class InfoResponse(BaseModel):

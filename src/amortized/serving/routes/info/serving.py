@@ -2,9 +2,11 @@
 
 from argparse import Namespace
 from dataclasses import dataclass
+from pathlib import Path
 
 from amortized import __version__
 from amortized.serving.routes.info.protocol import CapabilityInfo, InfoResponse, ServedModel
+from amortized.steering.export import casal_provenance
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,9 @@ class ServerFacts:
         """Read served model names the way vLLM does: ``--served-model-name`` else the path."""
         root = str(getattr(args, "model", "") or "")
         names = getattr(args, "served_model_name", None) or [root]
-        return cls(
-            vllm_version, tuple(ServedModel(id=str(n), root=root) for n in names), capabilities
-        )
+        casal = casal_provenance(root) if root and Path(root).is_dir() else None
+        models = tuple(ServedModel(id=str(n), root=root, casal=casal) for n in names)
+        return cls(vllm_version, models, capabilities)
 
 
 class InfoService:

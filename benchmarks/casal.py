@@ -1,0 +1,278 @@
+"""CASAL on the CPU miniature (or any local model): label → vectors → layer sweep → CASAL →
+evaluation, against the base model, inference-time steering and an SFT baseline.
+
+    python -m benchmarks.casal --quick --json casal.json --plot casal.png
+    python -m benchmarks.casal --model PATH --data QA.jsonl [--eval-data EVAL.jsonl]
+
+The miniature is a tiny Llama trained on a generated fact base: questions about entities in
+its training text are "known", questions about entities it never saw are "unknown", and its
+training text teaches "I don't know." elsewhere. Labels come from sampling the model through
+vLLM (10 samples, 7-of-10 rule), never from the generator's ground truth, which is only used
+to report how well labelling recovered it.
+"""
+
+import asyncio
+import copy
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from amortized.config import cache_dir
+from amortized.llm import OpenAICompatibleBackend
+from amortized.steering.casal import CasalConfig, apply_casal
+from amortized.steering.evaluation import SteeringSpec, evaluate_model
+from amortized.steering.export import casal_provenance, export_checkpoint
+from amortized.steering.labelling import (
+    Label,
+    LabelledItem,
+    LabellingOptions,
+    label_counts,
+    label_questions,
+)
+from amortized.steering.pipeline import (
+    casal_from_labels,
+    layer_sweep,
+    load_model,
+    vectors_from_labels,
+)
+from amortized.steering.qa import QAItem, read_qa
+from amortized.steering.sft import SFTConfig, train_sft
+from benchmarks._harness import base_parser, print_table, write_json
+
+
+def serve_and_label(
+    model_dir: Path, splits: dict[str, list[QAItem]], work: Path, options: LabellingOptions
+) -> dict[str, list[LabelledItem]]:
+    """Label every split by sampling through ``amortized serve`` (one server for all)."""
+    from amortized.serving.process import ServerProcess, free_port
+
+    port = free_port()
+    argv = [sys.executable, "-m", "amortized", "serve", str(model_dir), "--port", str(port)]
+    argv += ["--", "--served-model-name", "model", "--max-model-len", "512", "--seed", "0"]
+
+    async def run(base_url: str) -> dict[str, list[LabelledItem]]:
+        backend = OpenAICompatibleBackend(base_url, None, "model")
+        try:
+            return {
+                name: await label_questions(
+                    backend,
+                    items,
+                    options=options,
+                    out=work / f"labels-{name}.jsonl",
+                    progress=True,
+                )
+                for name, items in splits.items()
+            }
+        finally:
+            await backend.close()
+
+    with ServerProcess(argv, port, work / "label-server.log") as server:
+        return asyncio.run(run(server.base_url))
+
+
+def truth_agreement(labelled: list[LabelledItem], truth: dict[str, bool]) -> float:
+    decided = [i for i in labelled if i.label is not Label.DROPPED and i.id in truth]
+    if not decided:
+        return float("nan")
+    hits = sum((i.label is Label.KNOWN) == truth[i.id] for i in decided)
+    return hits / len(decided)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in ("base", "steer", "casal", "sft") if m in result["metrics"]]
+    measures = [
+        ("hallucination", "hallucination on unknown"),
+        ("known_accuracy", "known accuracy"),
+        ("refusal_on_known", "refusal on known"),
+    ]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(methods)
+    for k, method in enumerate(methods):
+        values = [result["metrics"][method][key] for key, _ in measures]
+        axes[0].bar([i + k * width for i in range(len(measures))], values, width, label=method)
+    axes[0].set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(measures))], [label for _, label in measures]
+    )
+    axes[0].set_ylim(0, 1)
+    axes[0].legend()
+    axes[0].set_title("eval questions (labels from sampling the base model)")
+    rows = result["sweep"]["rows"]
+    for alpha in sorted({r["alpha"] for r in rows}):
+        chosen = [r for r in rows if r["alpha"] == alpha]
+        axes[1].plot(
+            [r["layer"] for r in chosen],
+            [r["hallucination"] for r in chosen],
+            marker="o",
+            label=f"hallucination, alpha {alpha:g}",
+        )
+        axes[1].plot(
+            [r["layer"] for r in chosen],
+            [r["known_accuracy"] for r in chosen],
+            marker="x",
+            linestyle="--",
+            label=f"known accuracy, alpha {alpha:g}",
+        )
+    axes[1].set_xlabel("layer (inference-time steering)")
+    axes[1].set_ylim(0, 1)
+    axes[1].legend(fontsize=7)
+    axes[1].set_title("layer sweep")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="a local model folder (default: miniature)")
+    parser.add_argument("--data", type=Path, help="QA JSONL to label and train on")
+    parser.add_argument("--eval-data", type=Path, help="held-out QA JSONL (default: 30%% split)")
+    parser.add_argument("--layer", type=int, help="CASAL layer (default: the sweep's pick)")
+    parser.add_argument("--alphas", default="2,4", help="steering strengths to sweep")
+    parser.add_argument("--work", type=Path, help="keep labels and checkpoints here")
+    args = parser.parse_args(argv)
+    if (args.model is None) != (args.data is None):
+        parser.error("--model and --data go together")
+
+    truth: dict[str, bool] = {}
+    if args.model is None:
+        from amortized.steering.miniature import ensure_miniature
+
+        miniature = ensure_miniature()
+        model_dir = miniature.model_dir
+        train_items, eval_items = read_qa(miniature.train_qa), read_qa(miniature.eval_qa)
+        truth = dict(miniature.truth)
+    else:
+        model_dir = args.model
+        train_items = read_qa(args.data)
+        if args.eval_data:
+            eval_items = read_qa(args.eval_data)
+        else:
+            shuffled = random.Random(0).sample(train_items, len(train_items))
+            cut = int(len(shuffled) * 0.7)
+            train_items, eval_items = shuffled[:cut], shuffled[cut:]
+    work = args.work or Path(tempfile.mkdtemp(prefix="casal-bench-", dir=cache_dir()))
+    work.mkdir(parents=True, exist_ok=True)
+
+    options = LabellingOptions()
+    labels = serve_and_label(model_dir, {"train": train_items, "eval": eval_items}, work, options)
+    train, evaluation = labels["train"], labels["eval"]
+
+    model, tokenizer = load_model(model_dir, dtype="float32")
+    from amortized.steering.capture import decoder_layers
+
+    layers = list(range(len(decoder_layers(model))))
+    if args.quick:
+        layers = layers[1:-1] or layers
+    alphas = [float(a) for a in args.alphas.split(",")]
+    if args.quick:
+        alphas = alphas[-1:]
+    base, _ = evaluate_model(model, tokenizer, evaluation, progress=True)
+    sweep = layer_sweep(model, tokenizer, train, evaluation, layers, alphas, base=base)
+    pick = sweep.best or min(sweep.rows, key=lambda r: r.metrics.hallucination)
+    layer = args.layer if args.layer is not None else pick.layer
+    alpha = pick.alpha
+    vectors = vectors_from_labels(model, tokenizer, train, [layer])
+    vector = vectors[layer]
+    steered, _ = evaluate_model(
+        model, tokenizer, evaluation, steer=SteeringSpec(layer, vector.unknown, alpha)
+    )
+
+    config = CasalConfig(layer=layer, alpha=alpha)
+    casal_model = copy.deepcopy(model)
+    run = casal_from_labels(casal_model, tokenizer, train, vector, config, progress=True)
+    apply_casal(casal_model, run.result)
+    exported = export_checkpoint(
+        model_dir,
+        work / "casal-checkpoint",
+        run.result.state,
+        run.result.provenance(vector),
+        overwrite=True,
+        cast=True,
+    )
+    reloaded, _ = load_model(exported, dtype="float32")
+    casal, _ = evaluate_model(reloaded, tokenizer, evaluation, progress=True)
+
+    sft_model = copy.deepcopy(model)
+    sft = train_sft(sft_model, tokenizer, train, SFTConfig(), progress=True)
+    sft_metrics, _ = evaluate_model(sft_model, tokenizer, evaluation)
+
+    metrics = {"base": base, "steer": steered, "casal": casal, "sft": sft_metrics}
+    result: dict[str, Any] = {
+        "model": str(model_dir),
+        "labels": {
+            "train": label_counts(train),
+            "eval": label_counts(evaluation),
+            "agreement_with_truth": {
+                "train": truth_agreement(train, truth),
+                "eval": truth_agreement(evaluation, truth),
+            }
+            if truth
+            else None,
+        },
+        "layer": layer,
+        "alpha": alpha,
+        "sweep": {
+            "layers": layers,
+            "alphas": alphas,
+            "best": None
+            if sweep.best is None
+            else {"layer": sweep.best.layer, "alpha": sweep.best.alpha},
+            "rows": [
+                {"layer": r.layer, "alpha": r.alpha, **r.metrics.as_dict()} for r in sweep.rows
+            ],
+        },
+        "metrics": {name: m.as_dict() for name, m in metrics.items()},
+        "casal": {
+            "checkpoint": str(exported),
+            "provenance": casal_provenance(exported),
+            "initial_loss": run.result.initial_loss,
+            "final_loss": run.result.final_loss,
+            "capture_seconds": run.capture_seconds,
+        },
+    }
+    hallucination_cut = (
+        1 - casal.hallucination / base.hallucination if base.hallucination else float("nan")
+    )
+    result["summary"] = {
+        "hallucination": {k: m.hallucination for k, m in metrics.items()},
+        "known_accuracy": {k: m.known_accuracy for k, m in metrics.items()},
+        "refusal_on_known": {k: m.refusal_on_known for k, m in metrics.items()},
+        "train_seconds": {
+            "casal": run.result.wall_seconds,
+            "casal_with_capture": run.result.wall_seconds + run.capture_seconds,
+            "sft": sft.wall_seconds,
+        },
+        "casal_hallucination_cut_relative": hallucination_cut,
+        "casal_known_accuracy_drop_points": 100 * (base.known_accuracy - casal.known_accuracy),
+        "casal_over_sft_time": run.result.wall_seconds / sft.wall_seconds,
+    }
+
+    print_table(
+        ["method", "hallucination", "refusal on known", "known acc", "overall acc"],
+        [
+            [name, m.hallucination, m.refusal_on_known, m.known_accuracy, m.overall_accuracy]
+            for name, m in metrics.items()
+        ],
+    )
+    print()
+    print(
+        f"labels train {label_counts(train)} eval {label_counts(evaluation)}; "
+        f"layer {layer}, alpha {alpha:g}"
+    )
+    for key, value in result["summary"].items():
+        print(f"{key}: {value}")
+    write_json(args.json, result)
+    if args.plot:
+        plot(result, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
