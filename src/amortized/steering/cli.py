@@ -158,10 +158,11 @@ def _vectors(args: argparse.Namespace) -> int:
     from amortized.steering.pipeline import vectors_from_labels
     from amortized.steering.vectors import export_control_vector_gguf
 
+    labelled = _labels(args.labels)
     model, tokenizer = _model(args.model)
     layers = _layers(args.layers, model)
     try:
-        vectors = vectors_from_labels(model, tokenizer, _labels(args.labels), layers, progress=True)
+        vectors = vectors_from_labels(model, tokenizer, labelled, layers, progress=True)
     except ValueError as error:
         raise AmortizedError(str(error)) from error
     args.out.mkdir(parents=True, exist_ok=True)
@@ -182,9 +183,9 @@ def _train(args: argparse.Namespace) -> int:
     from amortized.steering.export import export_checkpoint
     from amortized.steering.pipeline import casal_from_labels, vectors_from_labels
 
+    labelled = _labels(args.labels)
     model, tokenizer = _model(args.model)
     [layer] = _layers(str(args.layer), model)
-    labelled = _labels(args.labels)
     try:
         config = CasalConfig(
             layer=layer,
@@ -224,8 +225,8 @@ def _eval(args: argparse.Namespace) -> int:
     from amortized.steering.evaluation import SteeringSpec, evaluate_model
     from amortized.steering.vectors import SteeringVector
 
-    model, tokenizer = _model(args.model)
     labelled = _labels(args.labels)
+    model, tokenizer = _model(args.model)
     steer = None
     if args.vector is not None:
         try:
@@ -247,18 +248,19 @@ def _eval(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from amortized.steering.pipeline import layer_sweep
 
-    model, tokenizer = _model(args.model)
-    layers = _layers(args.layers, model)
     try:
         alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
     except ValueError as error:
         raise AmortizedError(f"--alphas {args.alphas!r}: use comma-separated numbers") from error
+    train, evaluation = _labels(args.labels), _labels(args.eval)
+    model, tokenizer = _model(args.model)
+    layers = _layers(args.layers, model)
     try:
         result = layer_sweep(
             model,
             tokenizer,
-            _labels(args.labels),
-            _labels(args.eval),
+            train,
+            evaluation,
             layers,
             alphas,
             max_known_drop=args.max_known_drop,

@@ -1,0 +1,133 @@
+"""``amortized steer`` end to end on the tiny model: label through the live server, vectors
+(+ GGUF), CASAL train and export, eval, sweep; the exported checkpoint's provenance reaches
+``/v1/amortized/info``'s model list; bad input ends with one line."""
+
+import json
+import subprocess
+import sys
+from argparse import Namespace
+
+import pytest
+
+from amortized.serving.routes.info.serving import ServerFacts
+from amortized.steering.labelling import read_labels
+from amortized.steering.qa import QAItem, write_qa
+from tests.conftest import API_KEY
+
+# A random tiny model never knows anything; a one-letter gold answer that its samples often
+# contain gives both "known" and "unknown" labels, which is all the plumbing needs.
+QUESTIONS = [QAItem(str(i), f"Which letter comes in word {i}?", ("e",)) for i in range(30)]
+
+
+def steer(*argv, timeout=300):
+    command = [sys.executable, "-m", "amortized", "steer", *argv]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return done
+
+
+def last_json(done):
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_pipeline_through_the_cli(live_server, tiny_llama, tmp_path):
+    data = tmp_path / "qa.jsonl"
+    write_qa(data, QUESTIONS)
+    labels = tmp_path / "labels.jsonl"
+    summary = last_json(
+        steer(
+            "label", "--model", str(tiny_llama.path), "--data", str(data), "--out", str(labels),
+            "--base-url", live_server.base_url, "--api-key", API_KEY, "--served-model", "tiny",
+            "--samples", "2", "--threshold", "1", "--max-tokens", "8",
+        )
+    )  # fmt: skip
+    assert summary["known"] + summary["unknown"] + summary["dropped"] == 30
+    assert summary["known"] > 0
+    assert summary["unknown"] > 0
+    assert len(read_labels(labels)) == 30
+
+    vectors = last_json(
+        steer(
+            "vectors", "--model", str(tiny_llama.path), "--labels", str(labels),
+            "--out", str(tmp_path / "vectors"), "--gguf", str(tmp_path / "cv.gguf"),
+        )
+    )  # fmt: skip
+    assert set(vectors["vectors"]) == {"0", "1"}
+    assert (tmp_path / "cv.gguf").stat().st_size > 0
+
+    trained = last_json(
+        steer(
+            "train", "--model", str(tiny_llama.path), "--labels", str(labels), "--layer", "1",
+            "--alpha", "4", "--out", str(tmp_path / "casal"),
+        )
+    )  # fmt: skip
+    assert trained["final_loss"] < trained["initial_loss"]
+    facts = ServerFacts.from_args(Namespace(model=trained["checkpoint"]), (), "0.32")
+    assert facts.models[0].casal is not None
+    assert facts.models[0].casal["layer"] == 1
+    plain = ServerFacts.from_args(Namespace(model=str(tiny_llama.path)), (), "0.32")
+    assert plain.models[0].casal is None
+
+    metrics = last_json(
+        steer(
+            "eval", "--model", trained["checkpoint"], "--labels", str(labels),
+            "--answers", str(tmp_path / "answers.jsonl"),
+        )
+    )  # fmt: skip
+    assert metrics["known"] + metrics["unknown"] == summary["known"] + summary["unknown"]
+    assert len((tmp_path / "answers.jsonl").read_text().splitlines()) == 30
+
+    steered = last_json(
+        steer(
+            "eval", "--model", str(tiny_llama.path), "--labels", str(labels),
+            "--vector", str(tmp_path / "vectors" / "layer-1.safetensors"), "--alpha", "2",
+        )
+    )  # fmt: skip
+    assert 0.0 <= steered["hallucination"] <= 1.0
+
+    sweep = last_json(
+        steer(
+            "sweep", "--model", str(tiny_llama.path), "--labels", str(labels),
+            "--eval", str(labels), "--layers", "0,1", "--alphas", "1,4",
+        )
+    )  # fmt: skip
+    assert len(sweep["rows"]) == 4
+    assert {r["layer"] for r in sweep["rows"]} == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (
+            ["label", "--model", "/nonexistent", "--data", "/nonexistent.jsonl", "--out", "x"],
+            "no such file",
+        ),
+        (
+            ["vectors", "--model", "/nonexistent", "--labels", "x", "--out", "y"],
+            "x: no such labels file",
+        ),
+        (
+            ["train", "--model", "MODEL", "--labels", "/none.jsonl", "--layer", "0", "--out", "o"],
+            "no such labels file",
+        ),
+        (
+            ["sweep", "--model", "MODEL", "--labels", "x", "--eval", "y", "--alphas", "a,b"],
+            "comma-separated numbers",
+        ),
+        (
+            ["label", "--model", "MODEL", "--data", "DATA", "--out", "o", "--samples", "3"],
+            "threshold",
+        ),
+    ],
+)
+def test_bad_input_is_one_line(argv, fragment, tiny_llama, tmp_path):
+    data = tmp_path / "qa.jsonl"
+    write_qa(data, QUESTIONS[:2])
+    replace = {"MODEL": str(tiny_llama.path), "DATA": str(data)}
+    argv = [replace.get(a, a) for a in argv]
+    done = steer(*argv)
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert fragment in done.stderr
