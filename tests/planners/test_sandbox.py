@@ -546,7 +546,9 @@ def test_deep_recursion(sandbox: Sandbox) -> None:
         "def dive(n):\n    return sorted([0], key=lambda _: dive(n + 1))\n"
     )
     result, _ = attack(sandbox, crash, 0)
-    assert_blocked(result, "signal 11", "RecursionError", "memory limit")
+    # On a loaded machine the dive may hit the call's time limit before the stack runs out;
+    # contained either way.
+    assert_blocked(result, "signal 11", "RecursionError", "memory limit", "time limit")
     assert_healthy(sandbox)
 
 

@@ -9,6 +9,7 @@ from argparse import Namespace
 
 import pytest
 
+from amortized.cli import main
 from amortized.serving.routes.info.serving import ServerFacts
 from amortized.steering.labelling import read_labels
 from amortized.steering.qa import QAItem, write_qa
@@ -19,49 +20,49 @@ from tests.conftest import API_KEY
 QUESTIONS = [QAItem(str(i), f"Which letter comes in word {i}?", ("e",)) for i in range(30)]
 
 
-def steer(*argv, timeout=300):
+def steer(*argv):
+    """``amortized steer ...`` in a subprocess (the real entry point, one-line errors)."""
     command = [sys.executable, "-m", "amortized", "steer", *argv]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    return done
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
-def last_json(done):
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def steer_here(capsys, *argv):
+    """``amortized steer ...`` in this process (torch is loaded once): its JSON summary."""
+    code = main(["steer", *argv])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    return json.loads(captured.out.strip().splitlines()[-1])
 
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_pipeline_through_the_cli(live_server, tiny_llama, tmp_path):
+def test_pipeline_through_the_cli(live_server, tiny_llama, tmp_path, capsys):
     data = tmp_path / "qa.jsonl"
     write_qa(data, QUESTIONS)
     labels = tmp_path / "labels.jsonl"
-    summary = last_json(
-        steer(
+    summary = steer_here(
+        capsys,
             "label", "--model", str(tiny_llama.path), "--data", str(data), "--out", str(labels),
             "--base-url", live_server.base_url, "--api-key", API_KEY, "--served-model", "tiny",
             "--samples", "2", "--threshold", "1", "--max-tokens", "8",
-        )
     )  # fmt: skip
     assert summary["known"] + summary["unknown"] + summary["dropped"] == 30
     assert summary["known"] > 0
     assert summary["unknown"] > 0
     assert len(read_labels(labels)) == 30
 
-    vectors = last_json(
-        steer(
+    vectors = steer_here(
+        capsys,
             "vectors", "--model", str(tiny_llama.path), "--labels", str(labels),
             "--out", str(tmp_path / "vectors"), "--gguf", str(tmp_path / "cv.gguf"),
-        )
     )  # fmt: skip
     assert set(vectors["vectors"]) == {"0", "1"}
     assert (tmp_path / "cv.gguf").stat().st_size > 0
 
-    trained = last_json(
-        steer(
+    trained = steer_here(
+        capsys,
             "train", "--model", str(tiny_llama.path), "--labels", str(labels), "--layer", "1",
             "--alpha", "4", "--out", str(tmp_path / "casal"),
-        )
     )  # fmt: skip
     assert trained["final_loss"] < trained["initial_loss"]
     facts = ServerFacts.from_args(Namespace(model=trained["checkpoint"]), (), "0.32")
@@ -70,28 +71,25 @@ def test_pipeline_through_the_cli(live_server, tiny_llama, tmp_path):
     plain = ServerFacts.from_args(Namespace(model=str(tiny_llama.path)), (), "0.32")
     assert plain.models[0].casal is None
 
-    metrics = last_json(
-        steer(
+    metrics = steer_here(
+        capsys,
             "eval", "--model", trained["checkpoint"], "--labels", str(labels),
             "--answers", str(tmp_path / "answers.jsonl"),
-        )
     )  # fmt: skip
     assert metrics["known"] + metrics["unknown"] == summary["known"] + summary["unknown"]
     assert len((tmp_path / "answers.jsonl").read_text().splitlines()) == 30
 
-    steered = last_json(
-        steer(
+    steered = steer_here(
+        capsys,
             "eval", "--model", str(tiny_llama.path), "--labels", str(labels),
             "--vector", str(tmp_path / "vectors" / "layer-1.safetensors"), "--alpha", "2",
-        )
     )  # fmt: skip
     assert 0.0 <= steered["hallucination"] <= 1.0
 
-    sweep = last_json(
-        steer(
+    sweep = steer_here(
+        capsys,
             "sweep", "--model", str(tiny_llama.path), "--labels", str(labels),
             "--eval", str(labels), "--layers", "0,1", "--alphas", "1,4",
-        )
     )  # fmt: skip
     assert len(sweep["rows"]) == 4
     assert {r["layer"] for r in sweep["rows"]} == {0, 1}
