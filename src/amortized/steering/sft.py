@@ -95,7 +95,7 @@ def train_sft(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.update(1)
     bar.close()
     model.eval()
