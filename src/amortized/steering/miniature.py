@@ -1,14 +1,22 @@
 """A CPU-scale stand-in for CASAL's setting: a tiny chat Llama that really knows some facts.
 
 No pretrained model or QA set is reachable here, so the miniature makes both from a seed:
-a fact base of invented people (home city, occupation, favourite colour, pet), a training
-text in which only the KNOWN people's facts appear (as chat turns rendered with the model's
-own template, plus short biographies), and QA files that ask about known people and about
-UNKNOWN people whose names never occur in that text. A third group, hermits, is described
-as people nobody knows anything about and answered with the abstention phrase, so the
-model has seen the phrase; unknown people are still mostly answered with a confident,
-wrong value, i.e. the base model hallucinates. Every answer starts with "They"/"Their" and
-the abstention with "I", so answering versus abstaining is one token's decision.
+invented people (first name + surname) with a home city, occupation, favourite colour and
+pet. The training text holds three groups, always as chat turns rendered with the model's
+own template (plus short biographies of known people):
+
+* KNOWN people: every fact, in every question paraphrase, many times, so it is memorized;
+* RARE people: thousands of them, each asked one question once; most get a value, some the
+  abstention phrase. Like real pretraining data, this teaches the model that an unfamiliar
+  name sometimes warrants "I don't know." (it learns a familiarity signal), yet not so often
+  that it becomes the most likely answer;
+* UNKNOWN people never occur at all; the QA files ask about them.
+
+So the base model answers known people correctly and answers unknown people with a
+confident wrong value (hallucination), while its residual stream separates the two, which is
+what CASAL's steering direction needs. Every answer starts with "They"/"Their" and the
+abstention with "I", so answering versus abstaining is decided at the prompt's last token,
+where activations are read and steered.
 
 Layout of a miniature folder::
 
@@ -50,8 +58,7 @@ TRAIN_QA = "train.jsonl"
 EVAL_QA = "eval.jsonl"
 TRUTH = "truth.jsonl"
 
-Kind = Literal["known", "unknown", "hermit", "rare"]
-Message = dict[str, str]
+Kind = Literal["known", "unknown", "rare"]
 
 
 @dataclass(frozen=True)
@@ -149,11 +156,8 @@ def _attributes(cities: tuple[str, ...]) -> tuple[Attribute, ...]:
     )
 
 
-HERMIT_TEXT = "{name} is a hermit; nobody knows anything about {name}."
-
-
 def _template_text() -> str:
-    parts = [HERMIT_TEXT, DEFAULT_ABSTENTION]
+    parts = [DEFAULT_ABSTENTION]
     for attribute in _attributes(()):
         parts.extend([*attribute.questions, attribute.answer, attribute.statement])
     return " | ".join(parts).lower()
@@ -180,14 +184,12 @@ class MiniatureRecipe:
     """Other known people, asked about only in eval.jsonl."""
     unknown_train: int = 26
     unknown_eval: int = 16
-    hermits: int = 0
     rare: int = 5000
     """People who appear in one training question only: too rarely to be memorized, so they
     teach what to do about an unfamiliar name."""
     rare_abstain: float = 0.3
     """Share of rare people's questions answered with the abstention phrase (the rest get a
     value); it sets how often the base model abstains on unknown people when sampling."""
-    """People whose every question is answered with the abstention phrase in training."""
     first_names: int = 100
     surnames: int = 100
     """Names are first name + surname from shared pools, so an unknown person's name is
@@ -226,9 +228,9 @@ class Person:
     name: str
     kind: Kind
     split: Literal["train", "eval", "none"]
-    """Which QA file asks about this person ("none" for hermits)."""
+    """Which QA file asks about this person ("none" for rare people)."""
     facts: tuple[tuple[str, str], ...]
-    """(attribute key, value); hermits and unknown people have hidden values too."""
+    """(attribute key, value); unknown people have values too: the gold the model cannot know."""
 
     def fact(self, key: str) -> str:
         return dict(self.facts)[key]
@@ -290,19 +292,15 @@ def fact_base(recipe: MiniatureRecipe) -> FactBase:
         ("known", "eval", recipe.known_eval),
         ("unknown", "train", recipe.unknown_train),
         ("unknown", "eval", recipe.unknown_eval),
-        ("hermit", "none", recipe.hermits),
         ("rare", "none", recipe.rare),
     ]
     total = sum(count for _, _, count in groups)
-    if recipe.surnames:
-        first = _pool(rng, recipe.first_names, lambda: _word(rng, 1), taken)
-        last = _pool(rng, recipe.surnames, lambda: _word(rng, 2), taken)
-        combos = [f"{f} {s}" for f in first for s in last]
-        if total > len(combos) * 7 // 10:
-            raise ValueError(f"{total} people need more names; raise first_names or surnames")
-        names = rng.sample(combos, total)
-    else:
-        names = _pool(rng, total, lambda: _word(rng, 2), taken)
+    first = _pool(rng, recipe.first_names, lambda: _word(rng, 1), taken)
+    last = _pool(rng, recipe.surnames, lambda: _word(rng, 2), taken)
+    combos = [f"{f} {s}" for f in first for s in last]
+    if total > len(combos) * 7 // 10:
+        raise ValueError(f"{total} people need more names; raise first_names or surnames")
+    names = rng.sample(combos, total)
     people: list[Person] = []
     for kind, split, count in groups:
         for _ in range(count):
@@ -332,9 +330,8 @@ def _chat(question: str, answer: str) -> Document:
 
 
 def documents(facts: FactBase, recipe: MiniatureRecipe) -> list[Document]:
-    """The training text, shuffled: known people's Q/A turns (every paraphrase) and
-    biographies, and hermits' Q/A turns answered with the abstention phrase. Unknown
-    people never appear."""
+    """The training text, shuffled: known people's Q/A turns (every paraphrase, repeated)
+    and biographies, and one Q/A turn per rare person. Unknown people never appear."""
     rng = random.Random(f"miniature-text-{recipe.seed}")
     docs: list[Document] = []
     for person in facts.of_kind("known"):
@@ -350,13 +347,6 @@ def documents(facts: FactBase, recipe: MiniatureRecipe) -> list[Document]:
             ]
             rng.shuffle(sentences)
             docs.append(Document(text=" ".join(sentences)))
-    for person in facts.of_kind("hermit"):
-        for attribute in facts.attributes:
-            for question in attribute.questions:
-                chat = _chat(render(question, person.name), DEFAULT_ABSTENTION)
-                docs.extend([chat] * recipe.qa_repeats)
-        hermit = render(HERMIT_TEXT, person.name)
-        docs.extend([Document(text=hermit)] * recipe.bio_repeats)
     for person in facts.of_kind("rare"):
         attribute = rng.choice(facts.attributes)
         question = render(rng.choice(attribute.questions), person.name)
@@ -366,6 +356,19 @@ def documents(facts: FactBase, recipe: MiniatureRecipe) -> list[Document]:
             docs.append(_chat(question, render(attribute.answer, value=person.fact(attribute.key))))
     rng.shuffle(docs)
     return docs
+
+
+def training_texts(docs: Sequence[Document], tokenizer: Any) -> list[str]:
+    """Each document as the model is trained on it: chats through the tokenizer's chat
+    template (exactly what ``question_prompt`` + the answer renders), prose as is."""
+    texts: list[str] = []
+    for doc in docs:
+        if doc.messages:
+            chat = [{"role": role, "content": content} for role, content in doc.messages]
+            texts.append(str(tokenizer.apply_chat_template(chat, tokenize=False)))
+        else:
+            texts.append(doc.text)
+    return texts
 
 
 @dataclass(frozen=True)
@@ -462,16 +465,7 @@ def train_miniature_model(
     try:
         docs = documents(facts, recipe)
         tokenizer = train_tokenizer([d.tokenizer_text() for d in docs], recipe.vocab_size)
-        texts = [
-            str(
-                tokenizer.apply_chat_template(
-                    [{"role": r, "content": c} for r, c in d.messages], tokenize=False
-                )
-            )
-            if d.messages
-            else d.text
-            for d in docs
-        ]
+        texts = training_texts(docs, tokenizer)
         separator = token_id(tokenizer, END_OF_TEXT)
         ids: list[int] = []
         for text in texts:
