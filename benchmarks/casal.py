@@ -13,6 +13,7 @@ to report how well labelling recovered it.
 
 import asyncio
 import copy
+import dataclasses
 import random
 import sys
 import tempfile
@@ -70,6 +71,18 @@ def serve_and_label(
 
     with ServerProcess(argv, port, work / "label-server.log") as server:
         return asyncio.run(run(server.base_url))
+
+
+PAPER_STEPS = 60
+"""Optimizer steps of the paper's CASAL recipe (3 epochs over 640 questions) at our batch
+size of 32; the paper does not state its batch size."""
+
+
+def casal_epochs(examples: int, batch_size: int) -> int:
+    """The paper's 3 epochs, or more when the data is small, so that training takes at least
+    as many optimizer steps as the paper's (the miniature has about 190 questions)."""
+    per_epoch = -(-examples // batch_size)
+    return max(3, -(-PAPER_STEPS // max(1, per_epoch)))
 
 
 def truth_agreement(labelled: list[LabelledItem], truth: dict[str, bool]) -> float:
@@ -134,7 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="QA JSONL to label and train on")
     parser.add_argument("--eval-data", type=Path, help="held-out QA JSONL (default: 30%% split)")
     parser.add_argument("--layer", type=int, help="CASAL layer (default: the sweep's pick)")
-    parser.add_argument("--alphas", default="2,4", help="steering strengths to sweep")
+    parser.add_argument(
+        "--alphas", help="steering strengths to sweep (default 0.5,1,2,4; --quick: 1,2)"
+    )
+    parser.add_argument(
+        "--casal-epochs",
+        type=int,
+        help=f"CASAL epochs (default: the paper's 3, or more to reach {PAPER_STEPS} optimizer "
+        "steps, as the paper's 640 questions give)",
+    )
     parser.add_argument("--work", type=Path, help="keep labels and checkpoints here")
     args = parser.parse_args(argv)
     if (args.model is None) != (args.data is None):
@@ -168,11 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from amortized.steering.capture import decoder_layers
 
     layers = list(range(len(decoder_layers(model))))
-    if args.quick:
-        layers = layers[1:-1] or layers
-    alphas = [float(a) for a in args.alphas.split(",")]
-    if args.quick:
-        alphas = alphas[-1:]
+    alphas = [float(a) for a in (args.alphas or ("1,2" if args.quick else "0.5,1,2,4")).split(",")]
     base, _ = evaluate_model(model, tokenizer, evaluation, progress=True)
     sweep = layer_sweep(model, tokenizer, train, evaluation, layers, alphas, base=base)
     pick = sweep.best or min(sweep.rows, key=lambda r: r.metrics.hallucination)
@@ -185,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     config = CasalConfig(layer=layer, alpha=alpha)
+    decided = sum(1 for i in train if i.label is not Label.DROPPED)
+    epochs = args.casal_epochs or casal_epochs(decided, config.batch_size)
+    config = dataclasses.replace(config, epochs=epochs)
     casal_model = copy.deepcopy(model)
     run = casal_from_labels(casal_model, tokenizer, train, vector, config, progress=True)
     apply_casal(casal_model, run.result)

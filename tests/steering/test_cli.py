@@ -62,7 +62,7 @@ def test_pipeline_through_the_cli(live_server, tiny_llama, tmp_path, capsys):
     trained = steer_here(
         capsys,
             "train", "--model", str(tiny_llama.path), "--labels", str(labels), "--layer", "1",
-            "--alpha", "4", "--out", str(tmp_path / "casal"),
+            "--alpha", "4", "--epochs", "20", "--out", str(tmp_path / "casal"),
     )  # fmt: skip
     assert trained["final_loss"] < trained["initial_loss"]
     facts = ServerFacts.from_args(Namespace(model=trained["checkpoint"]), (), "0.32")

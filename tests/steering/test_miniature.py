@@ -1,11 +1,15 @@
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
 from amortized.models.folder import validate_model_folder
 from amortized.models.shape import ModelShape
 from amortized.models.tokenizer import train_tokenizer
+from amortized.steering.casal import CasalConfig, apply_casal
+from amortized.steering.evaluation import evaluate_model
+from amortized.steering.labelling import Label, LabelledItem
 from amortized.steering.miniature import (
     DATA_SUBDIR,
     EVAL_QA,
@@ -13,6 +17,7 @@ from amortized.steering.miniature import (
     TEMPLATE_TEXT,
     TRAIN_QA,
     TRUTH,
+    Miniature,
     MiniatureRecipe,
     _clashes,
     base_behaviour,
@@ -23,6 +28,11 @@ from amortized.steering.miniature import (
     qa_items,
     training_texts,
     write_data,
+)
+from amortized.steering.pipeline import (
+    casal_from_labels,
+    load_model,
+    vectors_from_labels,
 )
 from amortized.steering.qa import DEFAULT_ABSTENTION, question_prompt, read_qa
 
@@ -45,8 +55,56 @@ SMALL = MiniatureRecipe(
     seq_len=64,
     batch_size=4,
     steps=20,
+    warm_steps=0,
     warmup_steps=2,
 )
+"""Builds in seconds; too small to learn its facts."""
+
+LEARNED = MiniatureRecipe(
+    known_train=8,
+    known_eval=4,
+    unknown_train=8,
+    unknown_eval=8,
+    rare=1500,
+    first_names=50,
+    surnames=50,
+    qa_repeats=20,
+    bio_repeats=5,
+    shape=ModelShape(
+        hidden_size=128, num_layers=4, num_heads=2, num_kv_heads=1, intermediate_size=384
+    ),
+    vocab_size=800,
+    seq_len=96,
+    steps=250,
+    warm_people=6,
+    warm_steps=60,
+    learning_rate=3e-3,
+)
+"""Builds in about 30 s and already knows most facts of its known people while answering
+every unknown person with a confident guess."""
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory: pytest.TempPathFactory) -> Miniature:
+    return ensure_miniature(LEARNED, cache_dir=tmp_path_factory.mktemp("mini"), log=print)
+
+
+def truth_labels(mini: Miniature, path: Path) -> list[LabelledItem]:
+    """Labels from the generator's ground truth (sampling-based labelling is tested in
+    test_labelling and the CLI pipeline)."""
+    return [
+        LabelledItem(
+            i.id,
+            i.question,
+            i.answers,
+            Label.KNOWN if mini.truth[i.id] else Label.UNKNOWN,
+            0,
+            0,
+            0,
+            (),
+        )
+        for i in read_qa(path)
+    ]
 
 
 def test_fact_base_is_deterministic_per_seed():
@@ -169,11 +227,36 @@ def test_small_miniature_builds_caches_and_answers(tmp_path):
 
 
 @pytest.mark.slow
-def test_base_behaviour_reports_rates(tmp_path):
-    mini = ensure_miniature(SMALL, cache_dir=tmp_path, log=lambda _: None)
-    report = base_behaviour(mini, max_new_tokens=4)
-    assert report["known"] == 4 * SMALL.known_eval
-    assert report["unknown"] == 4 * SMALL.unknown_eval
-    for key in ("known_accuracy", "known_refusal", "unknown_hallucination", "unknown_abstention"):
-        assert 0.0 <= report[key] <= 1.0
+def test_learned_miniature_knows_known_people_and_hallucinates_on_unknown(learned):
+    report = base_behaviour(learned, max_new_tokens=8)
+    assert report["known"] == 4 * LEARNED.known_eval
+    assert report["unknown"] == 4 * LEARNED.unknown_eval
+    assert report["known_accuracy"] >= 0.6
+    assert report["known_refusal"] <= 0.1
+    assert report["unknown_hallucination"] >= 0.8
+    # Unknown answers are guesses: right about as often as chance, far below known ones.
+    assert report["unknown_lucky_correct"] <= report["known_accuracy"] - 0.4
     assert report["unknown_hallucination"] + report["unknown_abstention"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_casal_on_the_miniature_cuts_hallucination_and_keeps_known_answers(learned):
+    model, tokenizer = load_model(learned.model_dir, dtype="float32")
+    train = truth_labels(learned, learned.train_qa)
+    evaluation = truth_labels(learned, learned.eval_qa)
+    base, _ = evaluate_model(model, tokenizer, evaluation)
+    assert base.hallucination >= 0.8
+    # In this 4-layer model the first layer's CASAL generalizes to held-out people (measured
+    # 1.0 -> 0.19 hallucination); later layers fit the training people only. The benchmark
+    # picks the layer by the paper's steering sweep on the full miniature.
+    layer = 0
+    vector = vectors_from_labels(model, tokenizer, train, [layer])[layer]
+    run = casal_from_labels(
+        model, tokenizer, train, vector, CasalConfig(layer=layer, alpha=1.0, epochs=10)
+    )
+    assert run.result.final_loss < run.result.initial_loss
+    apply_casal(model, run.result)
+    casal, _ = evaluate_model(model, tokenizer, evaluation)
+    assert casal.hallucination <= 0.7 * base.hallucination, (layer, base, casal)
+    assert casal.known_accuracy >= base.known_accuracy - 0.15, (layer, base, casal)
+    assert casal.refusal_on_known <= 0.2

@@ -68,7 +68,7 @@ def add_steer_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -
     sweep.add_argument("--labels", required=True, type=Path, help="labelled training questions")
     sweep.add_argument("--eval", required=True, type=Path, help="labelled eval questions")
     sweep.add_argument("--layers", default="all")
-    sweep.add_argument("--alphas", default="4", help="comma-separated strengths")
+    sweep.add_argument("--alphas", default="0.5,1,2,4", help="comma-separated strengths")
     sweep.add_argument("--max-known-drop", type=float, default=0.05)
     sweep.set_defaults(handler=_sweep)
 

@@ -33,12 +33,12 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from amortized.config import models_dir
-from amortized.errors import ModelError
+from amortized.errors import AmortizedError, ModelError
 from amortized.models.folder import (
     MANIFEST_NAME,
     read_manifest,
@@ -212,7 +212,11 @@ class MiniatureRecipe:
     seq_len: int = 128
     batch_size: int = 16
     steps: int = 600
-    learning_rate: float = 3e-3
+    """All optimizer steps, the warm-up phase's included."""
+    warm_people: int = 12
+    warm_steps: int = 120
+    """Steps on the first ``warm_people`` known people alone before the full text."""
+    learning_rate: float = 2e-3
     warmup_steps: int = 20
     weight_decay: float = 0.1
     threads: int = 2
@@ -297,10 +301,16 @@ def fact_base(recipe: MiniatureRecipe) -> FactBase:
     total = sum(count for _, _, count in groups)
     first = _pool(rng, recipe.first_names, lambda: _word(rng, 1), taken)
     last = _pool(rng, recipe.surnames, lambda: _word(rng, 2), taken)
-    combos = [f"{f} {s}" for f in first for s in last]
-    if total > len(combos) * 7 // 10:
-        raise ValueError(f"{total} people need more names; raise first_names or surnames")
-    names = rng.sample(combos, total)
+    known = recipe.known_train + recipe.known_eval
+    if known > min(len(first), len(last)) or total > len(first) * len(last) * 7 // 10:
+        raise ValueError(f"{total} people need more names; raise first_names and surnames")
+    # Known people share no first name or surname with each other (the tiny model would
+    # confuse them); everyone else's name may share either word with anyone.
+    pairs = zip(rng.sample(first, known), rng.sample(last, known), strict=True)
+    names = [f"{f} {s}" for f, s in pairs]
+    taken_names = set(names)
+    combos = [f"{f} {s}" for f in first for s in last if f"{f} {s}" not in taken_names]
+    names += rng.sample(combos, total - known)
     people: list[Person] = []
     for kind, split, count in groups:
         for _ in range(count):
@@ -321,7 +331,7 @@ class Document:
         return "\n".join(f"{role}\n{content}" for role, content in self.messages) or self.text
 
     def contents(self) -> str:
-        """The raw words in it, before any template (what the tokenizer is trained on)."""
+        """The raw words in it, before any template."""
         return "\n".join(content for _, content in self.messages) or self.text
 
 
@@ -465,28 +475,48 @@ def train_miniature_model(
     try:
         docs = documents(facts, recipe)
         tokenizer = train_tokenizer([d.tokenizer_text() for d in docs], recipe.vocab_size)
-        texts = training_texts(docs, tokenizer)
         separator = token_id(tokenizer, END_OF_TEXT)
-        ids: list[int] = []
-        for text in texts:
-            ids.extend(tokenizer.encode(text))
-            ids.append(separator)
-        stream = torch.tensor(ids, dtype=torch.long)
+
+        def stream_of(docs: list[Document]) -> torch.Tensor:
+            ids: list[int] = []
+            for text in training_texts(docs, tokenizer):
+                ids.extend(tokenizer.encode(text))
+                ids.append(separator)
+            return torch.tensor(ids, dtype=torch.long)
+
+        # Phase 1: a few known people alone, so the circuit that looks a name up forms
+        # quickly; phase 2: everything. Facts are otherwise learned only after a long
+        # plateau whose length grows with the number of people (Zucchet et al., 2025).
+        warm = FactBase(facts.attributes, tuple(facts.of_kind("known")[: recipe.warm_people]))
+        stream = stream_of(docs)
+        phases = [(stream_of(documents(warm, recipe)), recipe.warm_steps, 0), (stream, None, 1)]
         model = recipe.shape.new_model(tokenizer, recipe.seed)
-        losses = train_causal_lm(
-            model,
-            stream,
-            steps=recipe.steps,
-            batch_size=recipe.batch_size,
-            seq_len=recipe.seq_len,
-            lr_at=lambda step: warmup_cosine_lr(
-                step, recipe.learning_rate, recipe.warmup_steps, recipe.steps
-            ),
-            seed=recipe.seed,
-            desc="training miniature",
-            progress=progress,
-            weight_decay=recipe.weight_decay,
-        )
+        losses: list[float] = []
+        for phase_stream, phase_steps, phase in phases:
+            offset = len(losses)
+            steps = phase_steps if phase_steps is not None else recipe.steps - offset
+            if steps <= 0 or len(phase_stream) <= recipe.seq_len + 1:
+                continue
+
+            def lr_at(step: int, offset: int = offset) -> float:
+                # One schedule across phases; the new optimizer of a phase ramps up again.
+                ramp = min(1.0, (step + 1) / max(1, recipe.warmup_steps)) if offset else 1.0
+                return ramp * warmup_cosine_lr(
+                    step + offset, recipe.learning_rate, recipe.warmup_steps, recipe.steps
+                )
+
+            losses += train_causal_lm(
+                model,
+                phase_stream,
+                steps=steps,
+                batch_size=recipe.batch_size,
+                seq_len=recipe.seq_len,
+                lr_at=lr_at,
+                seed=recipe.seed + phase,
+                desc=f"training miniature ({phase + 1}/2)",
+                progress=progress,
+                weight_decay=recipe.weight_decay,
+            )
         save_model_folder(model, tokenizer, out, recipe.shape)
         stats = {
             "final_loss": sum(losses[-10:]) / min(10, len(losses)),
@@ -533,12 +563,27 @@ def _check_data(data: Path) -> None:
             raise ModelError(f"miniature data {file} is missing or does not match its checksum")
 
 
-def open_miniature(root: str | os.PathLike[str], recipe: MiniatureRecipe) -> Miniature:
-    """The miniature at ``root``, after checking its model folder and data checksums."""
+def _recipe_of(manifest: dict[str, Any]) -> MiniatureRecipe:
+    recorded = dict(manifest["recipe"])
+    names = {f.name for f in fields(MiniatureRecipe)}
+    values = {k: v for k, v in recorded.items() if k in names and k != "shape"}
+    return MiniatureRecipe(**values, shape=ModelShape(**recorded["shape"]))
+
+
+def open_miniature(
+    root: str | os.PathLike[str], recipe: MiniatureRecipe | None = None
+) -> Miniature:
+    """The miniature at ``root``, after checking its model folder and data checksums;
+    its recipe is read from the model's build manifest unless given."""
     root = Path(root)
     folder = validate_model_folder(root / MODEL_SUBDIR)
     if folder.manifest is None:
         raise ModelError(f"{folder.path} has no {MANIFEST_NAME}")
+    if recipe is None:
+        try:
+            recipe = _recipe_of(folder.manifest)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelError(f"{folder.path}: no miniature recipe in its manifest") from error
     data = root / DATA_SUBDIR
     _check_data(data)
     read_qa(data / TRAIN_QA)
@@ -568,7 +613,7 @@ def ensure_miniature(
     if target.exists():
         try:
             return open_miniature(target, recipe)
-        except Exception as error:  # any damage means rebuild
+        except (AmortizedError, OSError, ValueError, KeyError) as error:
             say(f"{error}; rebuilding the miniature")
     else:
         say(f"building the CASAL miniature into {target} (a few minutes, once)")

@@ -1,5 +1,9 @@
-"""The SFT baseline: fine-tune the whole model on the same labelled questions, with the gold
-answer as target for known questions and the abstention phrase for unknown ones."""
+"""The SFT baseline: fine-tune the whole model on the same labelled questions, with an answer
+as target for known questions and the abstention phrase for unknown ones.
+
+The known target is, by default, one of the model's own sampled answers that the judge found
+correct (labelling kept them): it teaches when to answer without also teaching a new answer
+format, which a bare gold string ("Paris" for a model that says "It is Paris.") would."""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tqdm import tqdm
 
+from amortized.steering.judge import Judge, SubstringJudge
 from amortized.steering.labelling import Label, LabelledItem
 from amortized.steering.qa import DEFAULT_ABSTENTION, question_messages, question_prompt
 
@@ -19,10 +24,19 @@ from amortized.steering.qa import DEFAULT_ABSTENTION, question_messages, questio
 @dataclass(frozen=True)
 class SFTConfig:
     epochs: int = 3
-    lr: float = 3e-4
+    lr: float = 1e-4
     batch_size: int = 16
     seed: int = 0
     abstention: str = DEFAULT_ABSTENTION
+    known_target: Literal["sample", "gold"] = "sample"
+    """"sample": a correct answer the model gave while being labelled (falls back to the
+    gold answer when none is stored); "gold": the QA file's first answer."""
+
+    def __post_init__(self) -> None:
+        if self.known_target not in ("sample", "gold"):
+            raise ValueError(f"known_target must be 'sample' or 'gold', not {self.known_target!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
 
 
 @dataclass(frozen=True)
@@ -32,15 +46,29 @@ class SFTResult:
     losses: list[float] = field(default_factory=list)
 
 
+def known_target(item: LabelledItem, judge: Judge | None = None) -> str:
+    """The first stored sample the judge finds correct, else the first gold answer."""
+    judge = judge or SubstringJudge()
+    correct = (s for s in item.samples if s.strip() and judge.is_correct(s, item.answers))
+    return next(correct, item.answers[0]).strip()
+
+
 def sft_examples(
-    tokenizer: Any, labelled: Sequence[LabelledItem], abstention: str
+    tokenizer: Any,
+    labelled: Sequence[LabelledItem],
+    abstention: str,
+    known: Literal["sample", "gold"] = "sample",
+    judge: Judge | None = None,
 ) -> list[tuple[list[int], int]]:
     """Token ids of prompt + target and where the target starts (loss only on the target)."""
     examples = []
     for item in labelled:
         if item.label is Label.DROPPED:
             continue
-        target = item.answers[0] if item.label is Label.KNOWN else abstention
+        if item.label is Label.UNKNOWN:
+            target = abstention
+        else:
+            target = known_target(item, judge) if known == "sample" else item.answers[0]
         prompt = question_prompt(tokenizer, item.question)
         if getattr(tokenizer, "chat_template", None):
             messages = [*question_messages(item.question), {"role": "assistant", "content": target}]
@@ -68,7 +96,7 @@ def train_sft(
 
     config = config or SFTConfig()
     started = time.perf_counter()
-    examples = sft_examples(tokenizer, labelled, config.abstention)
+    examples = sft_examples(tokenizer, labelled, config.abstention, config.known_target)
     if not examples:
         raise ValueError("no known or unknown questions to fine-tune on")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
