@@ -48,7 +48,7 @@ from amortized.models.folder import (
     write_manifest,
 )
 from amortized.models.shape import ModelShape
-from amortized.steering.qa import DEFAULT_ABSTENTION, QAItem, question_prompt, read_qa, write_qa
+from amortized.steering.qa import DEFAULT_ABSTENTION, QAItem, read_qa, write_qa
 
 RECIPE_VERSION = 1
 MINIATURE_NAME = "amortized-miniature"
@@ -626,43 +626,20 @@ def ensure_miniature(
         ) from error
 
 
-def generate_answers(
-    model_dir: Path, questions: Sequence[str], max_new_tokens: int = 12, batch_size: int = 64
-) -> list[str]:
-    """Greedy answers with transformers on CPU in float32 (a check independent of vLLM)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.eval()
-    answers: list[str] = []
-    with torch.no_grad():
-        for start in range(0, len(questions), batch_size):
-            prompts = [question_prompt(tokenizer, q) for q in questions[start : start + batch_size]]
-            batch = tokenizer(prompts, return_tensors="pt", padding=True)
-            output = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            new = output[:, batch["input_ids"].shape[1] :]
-            answers.extend(str(t) for t in tokenizer.batch_decode(new, skip_special_tokens=True))
-    return answers
-
-
 def base_behaviour(
     miniature: Miniature, qa_path: Path | None = None, max_new_tokens: int = 12
 ) -> dict[str, Any]:
     """Measured greedy behaviour on the eval QA (or ``qa_path``) split by ground truth:
     known accuracy, refusal on known, hallucination and abstention on unknown."""
     from amortized.steering.judge import SubstringJudge
+    from amortized.steering.pipeline import load_model
+    from amortized.steering.steer import generate_answers
 
     judge = SubstringJudge()
     items = read_qa(qa_path or miniature.eval_qa)
-    answers = generate_answers(miniature.model_dir, [i.question for i in items], max_new_tokens)
+    model, tokenizer = load_model(miniature.model_dir, dtype="float32")
+    questions = [i.question for i in items]
+    answers = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens)
     pairs = list(zip(items, answers, strict=True))
     known_flags = [miniature.truth[i.id] for i in items]
     known = [p for p, k in zip(pairs, known_flags, strict=True) if k]
