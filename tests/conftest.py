@@ -60,6 +60,10 @@ def live_server(
         "--structured-outputs-config",
         '{"backend": "xgrammar", "disable_any_whitespace": true}',
         "--enable-prompt-tokens-details",
+        # Tool calling for the agent loop: the parser that fits amortized's chat template.
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
     ]
 
     # The planners' program library of this server, away from the user's cache.

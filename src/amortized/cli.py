@@ -181,6 +181,13 @@ def _add_steer(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
     add_steer_command(subparsers)
 
 
+def _add_agent(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
+    from amortized.agents.cli import add_agent_command, add_mcp_command
+
+    add_agent_command(subparsers)
+    add_mcp_command(subparsers)
+
+
 COMMANDS: list[Callable[["argparse._SubParsersAction[OneLineParser]"], None]] = [
     _add_serve,
     _add_models,
@@ -189,6 +196,7 @@ COMMANDS: list[Callable[["argparse._SubParsersAction[OneLineParser]"], None]] = 
     _add_tabular,
     _add_plan,
     _add_steer,
+    _add_agent,
 ]
 
 """Subcommand registrars; a capability appends its own."""

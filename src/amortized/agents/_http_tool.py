@@ -7,10 +7,12 @@ from langchain_core.tools import BaseTool, ToolException
 
 
 class AmortizedRouteTool(BaseTool):
-    """POSTs its arguments to one amortized route; HTTP errors become ``ToolException``."""
+    """Sends its arguments to one amortized route; HTTP errors become ``ToolException``."""
 
     route: str = ""
     """Path below ``/v1/amortized/``, e.g. ``tabular/predict``."""
+    method: Literal["GET", "POST"] = "POST"
+    """POST sends the body as JSON; GET sends nothing."""
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key: str | None = None
     timeout: float = 600.0
@@ -32,14 +34,28 @@ class AmortizedRouteTool(BaseTool):
         raise NotImplementedError
 
     def _run(self, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-        with httpx.Client(timeout=self.timeout) as client:
-            reply = client.post(self._url(), json=self._body(kwargs), headers=self._headers())
+        try:
+            with httpx.Client(timeout=self.timeout) as client:
+                reply = client.request(self.method, self._url(), **self._request(kwargs))
+        except httpx.HTTPError as error:
+            raise self._unreachable(error) from error
         return self._handle(reply)
 
     async def _arun(self, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
-            reply = await client.post(self._url(), json=self._body(kwargs), headers=self._headers())
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                reply = await client.request(self.method, self._url(), **self._request(kwargs))
+        except httpx.HTTPError as error:
+            raise self._unreachable(error) from error
         return self._handle(reply)
+
+    def _request(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        if self.method == "GET":
+            return {"headers": self._headers()}
+        return {"json": self._body(arguments), "headers": self._headers()}
+
+    def _unreachable(self, error: httpx.HTTPError) -> ToolException:
+        return ToolException(f"{self.name} could not reach {self._url()}: {error!r}")
 
     def _handle(self, reply: httpx.Response) -> tuple[str, dict[str, Any]]:
         if reply.status_code >= 400:

@@ -11,6 +11,7 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, Field
+from websockets.exceptions import WebSocketException
 
 from amortized.agents.realtime import RealtimeError, RealtimeSession
 
@@ -104,3 +105,5 @@ class ListeningChatTool(BaseTool):
             return await chat.ainvoke(message)
         except RealtimeError as error:
             raise ToolException(str(error)) from error
+        except (OSError, WebSocketException) as error:
+            raise ToolException(f"{self.name} could not reach {self.base_url}: {error}") from error
