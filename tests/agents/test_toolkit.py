@@ -252,3 +252,38 @@ async def test_mcp_over_stdio_lists_and_calls_every_tool(live_server: ServerProc
 
         refused = await client.call_tool("tabular_predict", {"train": [], "test": [], "target": ""})
         assert refused.is_error
+
+
+@pytest.mark.server
+async def test_langchain_chat_model_uses_the_tools_without_adapter_code(
+    live_server: ServerProcess, tiny_llama
+):
+    from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
+    from langchain_openai import ChatOpenAI
+
+    tools = AmortizedToolkit(
+        base_url=live_server.base_url, api_key=API_KEY, capabilities=SMALL_KIT
+    ).get_tools()
+    model = ChatOpenAI(
+        model="tiny",
+        base_url=live_server.base_url,
+        api_key=API_KEY,  # type: ignore[arg-type]
+        max_completion_tokens=96,
+        temperature=0,
+        logit_bias=whitespace_bias(tiny_llama.path),  # type: ignore[arg-type]
+    )
+    forced = model.bind_tools(tools, tool_choice="amortized_server_info", strict=True)
+    messages: list[BaseMessage] = [HumanMessage("What can this server do?")]
+    reply = await forced.ainvoke(messages)
+    [tool_call] = reply.tool_calls
+    assert tool_call["name"] == "amortized_server_info"
+    result = await tools_by_name(tools)[tool_call["name"]].ainvoke(tool_call)
+    assert isinstance(result, ToolMessage)
+    assert result.tool_call_id == tool_call["id"]
+    assert "models: tiny" in result.text
+    assert result.artifact["models"][0]["id"] == "tiny"
+    final = await model.bind_tools(tools, tool_choice="none").ainvoke([*messages, reply, result])
+    assert isinstance(final.content, str)
+    assert final.usage_metadata is not None
+    assert reply.usage_metadata is not None
+    assert final.usage_metadata["input_tokens"] > reply.usage_metadata["input_tokens"]
