@@ -287,3 +287,13 @@ async def test_langchain_chat_model_uses_the_tools_without_adapter_code(
     assert final.usage_metadata is not None
     assert reply.usage_metadata is not None
     assert final.usage_metadata["input_tokens"] > reply.usage_metadata["input_tokens"]
+
+
+@pytest.mark.server
+async def test_toolkit_from_server_offers_the_enabled_capabilities(live_server: ServerProcess):
+    kit = await AmortizedToolkit.from_server(live_server.base_url, API_KEY)
+    assert {t.name for t in kit.get_tools()} == ALL_TOOLS
+    with pytest.raises(AmortizedError, match="refused the API key"):
+        await AmortizedToolkit.from_server(live_server.base_url, "wrong-key")
+    with pytest.raises(AmortizedError, match="cannot reach"):
+        await AmortizedToolkit.from_server(f"http://127.0.0.1:{free_port()}/v1")
