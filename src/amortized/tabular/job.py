@@ -4,7 +4,9 @@ Each finished chunk of test rows is written atomically to ``OUT.parts/chunk-NNNN
 before the next one is trusted to memory, and the plan (shots, rows per prompt) is fixed
 in ``OUT.parts/job.json`` on the first run. A rerun after a crash skips finished chunks and
 refuses to mix with a different job; the output is written atomically at the end, one row
-per test row, in input order.
+per test row, in input order. The local engine (:func:`run_job`) and the Ray engine
+(:mod:`amortized.tabular.ray_engine`) share the plan, the part files and the assembly, so
+either can resume the other's job.
 """
 
 import asyncio
@@ -13,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +73,8 @@ def write_table(frame: Any, path: Path) -> None:
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
+    """A uniquely named temporary file, then a rename: writers on other processes may race."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     temporary.write_text(json.dumps(payload))
     os.replace(temporary, path)
 
@@ -104,8 +108,39 @@ def split_features(frame: Any, target: str, name: str) -> tuple[list[str], list[
     return [str(c) for c in columns], rows
 
 
-async def run_job(spec: JobSpec, backend: LLMBackend, *, progress: bool = True) -> dict[str, Any]:
-    """Predict every test row, resuming from ``spec.parts``; returns a summary."""
+@dataclass
+class PlannedJob:
+    """A job whose prompt plan is fixed in ``job.json``: what every engine shares."""
+
+    spec: JobSpec
+    test: Any
+    """The test file as read, for the output columns."""
+    task: PreparedTask
+    done: set[int]
+    """Chunks whose part files already exist (finished by any engine, in any earlier run)."""
+
+    @property
+    def pending(self) -> list[int]:
+        return [i for i in range(len(self.task.chunks)) if i not in self.done]
+
+
+def chunk_path(parts: Path, index: int) -> Path:
+    return parts / f"chunk-{index:06d}.json"
+
+
+def finished_chunks(parts: Path) -> set[int]:
+    return {int(p.stem.split("-")[1]) for p in parts.glob("chunk-*.json")}
+
+
+def save_chunk(parts: Path, index: int, result: ChunkResult) -> dict[str, Any]:
+    """Write one chunk's part file atomically; returns its payload (for engines that relay it)."""
+    payload = chunk_payload(result)
+    write_json_atomic(chunk_path(parts, index), payload)
+    return payload
+
+
+async def plan_job(spec: JobSpec, backend: LLMBackend) -> PlannedJob:
+    """Read and check the inputs, then fix the plan on the first run or reload it after."""
     train = read_table(spec.train)
     test = read_table(spec.test)
     if spec.target not in train.columns:
@@ -161,32 +196,24 @@ async def run_job(spec: JobSpec, backend: LLMBackend, *, progress: bool = True) 
             )
     except TabularInputError as error:
         raise AmortizedError(str(error)) from error
+    return PlannedJob(spec, test, task, finished_chunks(spec.parts))
 
-    done = {int(p.stem.split("-")[1]) for p in spec.parts.glob("chunk-*.json")}
-    pending = [i for i in range(len(task.chunks)) if i not in done]
-    bar = tqdm(
-        total=len(task.chunks),
-        initial=len(done),
-        desc="chunks",
-        disable=not progress,
-        file=sys.stderr,
-    )
-    gate = asyncio.Semaphore(spec.options.max_concurrency)
 
-    async def one(index: int) -> None:
-        async with gate:
-            result = await predictor.predict_chunk(task, index)
-        write_json_atomic(spec.parts / f"chunk-{index:06d}.json", _chunk_payload(result))
-        bar.update()
-
-    try:
-        await asyncio.gather(*(one(i) for i in pending))
-    finally:
-        bar.close()
-
-    results = [_load_chunk(spec.parts / f"chunk-{i:06d}.json") for i in range(len(task.chunks))]
+def finish_job(job: PlannedJob) -> dict[str, Any]:
+    """Assemble every chunk's part into the output (atomically, input order); a summary."""
+    spec, task = job.spec, job.task
+    missing = [i for i in range(len(task.chunks)) if not chunk_path(spec.parts, i).exists()]
+    if missing:
+        raise AmortizedError(
+            f"{len(missing)} of {len(task.chunks)} chunks did not finish (first: {missing[0]}); "
+            "rerun the same command to resume"
+        )
+    results = [_load_chunk(chunk_path(spec.parts, i)) for i in range(len(task.chunks))]
+    for index, result in enumerate(results):
+        if result.rows != task.chunks[index]:
+            raise AmortizedError(f"{chunk_path(spec.parts, index)} does not match the job's plan")
     prediction = TabularPredictor.assemble(task, results)
-    output = test.copy()
+    output = job.test.copy()
     output["prediction"] = prediction.labels
     output["provenance"] = [p.value for p in prediction.provenance]
     for index, label in enumerate(prediction.classes):
@@ -195,9 +222,9 @@ async def run_job(spec: JobSpec, backend: LLMBackend, *, progress: bool = True) 
     shutil.rmtree(spec.parts)
     counts = {p.value: prediction.provenance.count(p) for p in Provenance}
     return {
-        "rows": len(test_rows),
+        "rows": len(task.test_rows),
         "chunks": len(task.chunks),
-        "resumed_chunks": len(done),
+        "resumed_chunks": len(job.done),
         "shots": task.shots,
         "rows_per_prompt": task.rows_per_prompt,
         "provenance": counts,
@@ -206,7 +233,33 @@ async def run_job(spec: JobSpec, backend: LLMBackend, *, progress: bool = True) 
     }
 
 
-def _chunk_payload(result: ChunkResult) -> dict[str, Any]:
+async def run_job(spec: JobSpec, backend: LLMBackend, *, progress: bool = True) -> dict[str, Any]:
+    """Predict every test row in this process, resuming from ``spec.parts``; a summary."""
+    job = await plan_job(spec, backend)
+    predictor = TabularPredictor(backend, spec.options)
+    bar = tqdm(
+        total=len(job.task.chunks),
+        initial=len(job.done),
+        desc="chunks",
+        disable=not progress,
+        file=sys.stderr,
+    )
+    gate = asyncio.Semaphore(spec.options.max_concurrency)
+
+    async def one(index: int) -> None:
+        async with gate:
+            result = await predictor.predict_chunk(job.task, index)
+        save_chunk(spec.parts, index, result)
+        bar.update()
+
+    try:
+        await asyncio.gather(*(one(i) for i in job.pending))
+    finally:
+        bar.close()
+    return finish_job(job)
+
+
+def chunk_payload(result: ChunkResult) -> dict[str, Any]:
     return {
         "start": result.rows.start,
         "stop": result.rows.stop,
