@@ -210,6 +210,8 @@ def test_killed_ray_driver_is_finished_by_the_local_engine(
         (["--base-url", "http://127.0.0.1:1/v1"], "the local engine takes one --base-url"),
         (["--engine", "ray", "--ray-vllm-model", "m"], "--ray-vllm-model needs --engine ray"),
         (["--engine", "ray", "--ray-actors", "0"], "--ray-actors and --ray-chunks-per-call"),
+        (["--engine", "ray", "--ray-vllm-args", "{gpu: 1}"], "--ray-vllm-args is not JSON"),
+        (["--engine", "ray", "--ray-vllm-args", "[1]"], "--ray-vllm-args must be a JSON object"),
     ],
 )
 def test_ray_option_errors_are_one_line(

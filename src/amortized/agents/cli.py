@@ -99,19 +99,14 @@ def _run(args: argparse.Namespace) -> int:
     import openai
 
     from amortized.agents.loop import ToolCallRecord, run_agent
+    from amortized.cli import json_object_option
 
     if args.max_steps < 1:
         raise AmortizedError("--max-steps must be at least 1")
     tools = _toolkit(args).get_tools()
     extra_body = None
     if args.logit_bias:
-        try:
-            bias = json.loads(args.logit_bias)
-        except json.JSONDecodeError as error:
-            raise AmortizedError(f"--logit-bias is not JSON ({error.msg})") from error
-        if not isinstance(bias, dict):
-            raise AmortizedError('--logit-bias must be a JSON object {"token id": bias}')
-        extra_body = {"logit_bias": bias}
+        extra_body = {"logit_bias": json_object_option(args.logit_bias, "--logit-bias")}
 
     def show(call: ToolCallRecord) -> None:
         outcome = "error" if call.error else "ok"

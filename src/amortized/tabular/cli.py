@@ -121,14 +121,10 @@ def _run_ray(args: argparse.Namespace, spec: "JobSpec", base_urls: list[str]) ->
 
     if importlib.util.find_spec("ray") is None:
         raise AmortizedError("--engine ray needs Ray: pip install 'amortized[ray]'")
+    from amortized.cli import json_object_option
     from amortized.tabular.ray_engine import Endpoints, RayOptions, run_ray_job
 
-    try:
-        vllm_args = json.loads(args.ray_vllm_args)
-    except json.JSONDecodeError as error:
-        raise AmortizedError(f"--ray-vllm-args is not JSON: {error}") from error
-    if not isinstance(vllm_args, dict):
-        raise AmortizedError("--ray-vllm-args must be a JSON object")
+    vllm_args = json_object_option(args.ray_vllm_args, "--ray-vllm-args")
     options = RayOptions(
         address=args.ray_address,
         num_cpus=args.ray_num_cpus,
