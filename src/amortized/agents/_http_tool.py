@@ -6,6 +6,15 @@ import httpx
 from langchain_core.tools import BaseTool, ToolException
 
 
+def route_url(base_url: str, route: str) -> str:
+    """``http://host:port[/v1]`` and ``tabular/predict`` -> the route's full URL."""
+    return f"{base_url.rstrip('/').removesuffix('/v1')}/v1/amortized/{route}"
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class AmortizedRouteTool(BaseTool):
     """Sends its arguments to one amortized route; HTTP errors become ``ToolException``."""
 
@@ -20,10 +29,10 @@ class AmortizedRouteTool(BaseTool):
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
 
     def _url(self) -> str:
-        return f"{self.base_url.rstrip('/').removesuffix('/v1')}/v1/amortized/{self.route}"
+        return route_url(self.base_url, self.route)
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return auth_headers(self.api_key)
 
     def _body(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """The request body for the route; by default the arguments themselves."""

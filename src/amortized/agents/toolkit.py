@@ -13,6 +13,7 @@ from langchain_core.tools import BaseTool, BaseToolkit
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
+from amortized.agents._http_tool import auth_headers, route_url
 from amortized.agents.info_tool import ServerInfoTool
 from amortized.agents.listening_chat import ListeningChatTool
 from amortized.agents.planner_tool import GridPlanningTool
@@ -89,11 +90,10 @@ class AmortizedToolkit(BaseToolkit):
 
 async def server_capabilities(base_url: str, api_key: str | None = None) -> list[str]:
     """Names of the capabilities ``GET /v1/amortized/info`` reports as enabled."""
-    url = f"{base_url.rstrip('/').removesuffix('/v1')}/v1/amortized/info"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    url = route_url(base_url, "info")
     try:
         async with httpx.AsyncClient(timeout=30) as client:
-            reply = await client.get(url, headers=headers)
+            reply = await client.get(url, headers=auth_headers(api_key))
     except httpx.HTTPError as error:
         raise AmortizedError(
             f"cannot reach {url} ({error}); is `amortized serve` running?"

@@ -124,6 +124,17 @@ class PlannedJob:
         return [i for i in range(len(self.task.chunks)) if i not in self.done]
 
 
+def chunk_progress(job: PlannedJob, progress: bool) -> tqdm:
+    """The chunks bar every engine shows, starting at the chunks already done."""
+    return tqdm(
+        total=len(job.task.chunks),
+        initial=len(job.done),
+        desc="chunks",
+        disable=not progress,
+        file=sys.stderr,
+    )
+
+
 def chunk_path(parts: Path, index: int) -> Path:
     return parts / f"chunk-{index:06d}.json"
 
@@ -237,13 +248,7 @@ async def run_job(spec: JobSpec, backend: LLMBackend, *, progress: bool = True) 
     """Predict every test row in this process, resuming from ``spec.parts``; a summary."""
     job = await plan_job(spec, backend)
     predictor = TabularPredictor(backend, spec.options)
-    bar = tqdm(
-        total=len(job.task.chunks),
-        initial=len(job.done),
-        desc="chunks",
-        disable=not progress,
-        file=sys.stderr,
-    )
+    bar = chunk_progress(job, progress)
     gate = asyncio.Semaphore(spec.options.max_concurrency)
 
     async def one(index: int) -> None:

@@ -15,13 +15,10 @@ import asyncio
 import json
 import logging
 import os
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from tqdm import tqdm
 
 from amortized.errors import AmortizedError
 from amortized.llm.base import Completion, CompletionRequest, LLMBackend
@@ -31,6 +28,7 @@ from amortized.tabular.job import (
     PlannedJob,
     chunk_path,
     chunk_payload,
+    chunk_progress,
     finish_job,
     plan_job,
     save_chunk,
@@ -239,23 +237,18 @@ def run_ray_job(
     if (endpoints is None) == (options.vllm_model is None):
         raise AmortizedError("give endpoints (--base-url) or --ray-vllm-model, exactly one")
     job = asyncio.run(plan(spec, endpoints, options))
-    pending = job.pending
-    if pending:
-        _run_pending(spec, job.task, pending, endpoints, options, len(job.done), progress)
+    if job.pending:
+        _run_pending(job, endpoints, options, progress)
     return finish_job(job)
 
 
 def _run_pending(
-    spec: JobSpec,
-    task: PreparedTask,
-    pending: list[int],
-    endpoints: Endpoints | None,
-    options: RayOptions,
-    done: int,
-    progress: bool,
+    job: PlannedJob, endpoints: Endpoints | None, options: RayOptions, progress: bool
 ) -> None:
     import ray
     from ray.data import DataContext
+
+    spec, task, pending = job.spec, job.task, job.pending
 
     started = _start_ray(options)
     try:
@@ -282,13 +275,7 @@ def _run_pending(
             num_cpus=options.cpus_per_actor if gpus is None else 1,
             num_gpus=gpus,
         )
-        bar = tqdm(
-            total=len(task.chunks),
-            initial=done,
-            desc="chunks",
-            disable=not progress,
-            file=sys.stderr,
-        )
+        bar = chunk_progress(job, progress)
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 for index, payload in zip(batch["chunk"], batch["payload"], strict=True):
