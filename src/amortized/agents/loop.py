@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from amortized.agents.toolkit import openai_tool_schemas, tools_by_name
 from amortized.errors import AmortizedError
+from amortized.llm.openai_compatible import first_served_model
 
 ToolChoice = Literal["auto", "required", "none"]
 
@@ -191,11 +192,10 @@ async def run_agent(
 async def served_model(client: openai.AsyncOpenAI) -> str:
     """The first model the server lists."""
     try:
-        models = await client.models.list()
+        return await first_served_model(client)
     except openai.APIConnectionError as error:
         raise AmortizedError(f"cannot reach {client.base_url}; is the server running?") from error
     except openai.AuthenticationError as error:
         raise AmortizedError(f"{client.base_url} refused the API key; pass --api-key") from error
-    if not models.data:
-        raise AmortizedError(f"{client.base_url} serves no model")
-    return models.data[0].id
+    except RuntimeError as error:  # no model served
+        raise AmortizedError(str(error)) from error

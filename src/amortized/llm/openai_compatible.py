@@ -46,10 +46,7 @@ class OpenAICompatibleBackend(LLMBackend):
     async def model(self) -> str:
         """The served model's name (the first one the server lists, unless given)."""
         if self._model is None:
-            models = await self._client.models.list()
-            if not models.data:
-                raise RuntimeError(f"{self.base_url} serves no model")
-            self._model = models.data[0].id
+            self._model = await first_served_model(self._client)
         return self._model
 
     async def max_model_len(self) -> int:
@@ -153,3 +150,11 @@ class OpenAICompatibleBackend(LLMBackend):
     async def close(self) -> None:
         await self._client.close()
         await self._http.aclose()
+
+
+async def first_served_model(client: openai.AsyncOpenAI) -> str:
+    """The first model an OpenAI-compatible server lists (vLLM lists the served one)."""
+    models = await client.models.list()
+    if not models.data:
+        raise RuntimeError(f"{client.base_url} serves no model")
+    return models.data[0].id

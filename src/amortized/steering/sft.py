@@ -61,6 +61,7 @@ def sft_examples(
     judge: Judge | None = None,
 ) -> list[tuple[list[int], int]]:
     """Token ids of prompt + target and where the target starts (loss only on the target)."""
+    judge = judge or SubstringJudge()
     examples = []
     for item in labelled:
         if item.label is Label.DROPPED:
