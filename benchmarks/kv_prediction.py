@@ -1,11 +1,11 @@
 """KV-prediction prefill: TTFT and answer quality of base, KVP-0.25, KVP-0.5 and aux alone.
 
-The task is synthetic key-value recall, where the answer depends on prompt content: a
-prompt holds filler, then records ``kX : vA vB``, then a question ``? kX :``; the answer is
-the record's two value tokens. Tiny models learn it in minutes on 2 CPU cores, so quality
-is measured, not assumed. All models are built by this script (cached by recipe
-fingerprint) and served by real vLLM servers; TTFT is measured through the OpenAI API,
-interleaving the four configurations request by request.
+The task is pattern continuation, where the answer depends on prompt content: lines of a
+random segment repeated four times, and a question that breaks off inside the third repeat;
+the answer is the segment's next two words. The base is grown from a 2-layer model that
+learns the copying circuit in about a minute (G_stack), then trained at 512 tokens. All
+models are built by this script (cached by recipe fingerprint) and served by real vLLM
+servers; TTFT is measured through the OpenAI API, interleaving configurations per request.
 
     python -m benchmarks.kv_prediction [--quick] [--json out.json] [--plot out.png]
 """
@@ -18,7 +18,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +32,20 @@ RATIO_REFERENCE = {"base": "base", "kvp025": "base", "kvp05": "base_b", "aux_onl
 
 
 @dataclass(frozen=True)
-class RecallTask:
-    """Copy-recall: a random segment of value words, then ``? a b`` asks what followed ``a b``.
+class CopyTask:
+    """Pattern continuation: a random segment of value words repeats; continue it.
 
-    Answering needs the prompt (an induction-style lookup), and tiny models learn it in
-    minutes because every repeated stretch in the training text is predictable.
+    A document is ``; s ; s ; s ; s ;`` for a random segment ``s`` of 4-10 words, one per
+    line. A question is a stream of such lines, then ``; s ; s ; s[:k]``: the answer is the
+    next two words of ``s``, which only the prompt holds (an induction-style lookup). Plain
+    repeats with no filler between them are what let the copying circuit appear within a
+    few hundred steps on 2 CPU cores; with filler words mixed in it took thousands.
     """
 
     values: int = 32
-    filler_words: int = 128
-    segment: int = 12
-    queries: int = 4
-    max_filler: int = 8
+    repeats: int = 4
+    shortest: int = 4
+    longest: int = 10
 
     @staticmethod
     def word(prefix: str, index: int) -> str:
@@ -53,48 +55,29 @@ class RecallTask:
 
     def words(self) -> list[str]:
         """Every word of the task's language (each becomes one token)."""
-        values = (self.word("v", i) for i in range(self.values))
-        filler = (self.word("x", i) for i in range(self.filler_words))
-        return [*values, *filler, ";", "?"]
+        return [*(self.word("v", i) for i in range(self.values)), ";"]
 
-    def filler(self, rng: random.Random, count: int) -> list[str]:
-        """Words that never occur in a segment."""
-        return [self.word("x", rng.randrange(self.filler_words)) for _ in range(count)]
-
-    def segment_words(self, rng: random.Random) -> list[str]:
-        return [self.word("v", rng.randrange(self.values)) for _ in range(self.segment)]
-
-    def query(self, rng: random.Random, segment: list[str]) -> tuple[list[str], list[str]]:
-        """``? a b`` (two consecutive segment words) and the two words that follow them."""
-        j = rng.randrange(len(segment) - 3)
-        return ["?", segment[j], segment[j + 1]], segment[j + 2 : j + 4]
+    def segment(self, rng: random.Random, shortest: int | None = None) -> list[str]:
+        length = rng.randint(shortest or self.shortest, self.longest)
+        return [self.word("v", rng.randrange(self.values)) for _ in range(length)]
 
     def training_sample(self, rng: random.Random) -> str:
-        """A little filler, a segment, a repeat of it, then questions with their answers.
+        """One line: ``; s ; s ; s ; s ;``."""
+        segment = self.segment(rng)
+        return " ".join([";", *(w for _ in range(self.repeats) for w in [*segment, ";"])])
 
-        The full repeat makes half the tokens predictable by copying, which is what makes
-        the copying circuit appear within a few hundred steps.
-        """
-        segment = self.segment_words(rng)
-        words = [*self.filler(rng, rng.randrange(self.max_filler + 1)), ";", *segment, ";"]
-        words += [*segment, ";"]
-        for _ in range(self.queries):
-            question, answer = self.query(rng, segment)
-            words += [*question, *answer]
-        return " ".join(words)
-
-    def question(self, rng: random.Random) -> tuple[list[str], list[str]]:
-        """Context words ending in ``? a b`` and the two answer words."""
-        segment = self.segment_words(rng)
-        question, answer = self.query(rng, segment)
-        return [";", *segment, ";", *question], answer
+    def question(self, rng: random.Random) -> tuple[str, list[str]]:
+        """``; s ; s ; s[:k]`` and the two words that continue it."""
+        segment = self.segment(rng, shortest=6)
+        k = rng.randrange(1, len(segment) - 2)
+        return " ".join([";", *segment, ";", *segment, ";", *segment[:k]]), segment[k : k + 2]
 
 
 @dataclass(frozen=True)
 class BenchRecipe:
     """Everything that determines the cached models; its fingerprint names the cache."""
 
-    task: RecallTask = field(default_factory=RecallTask)
+    task: CopyTask = field(default_factory=CopyTask)
     shape: ModelShape = field(
         default_factory=lambda: ModelShape(
             hidden_size=256,
@@ -105,24 +88,29 @@ class BenchRecipe:
             max_position_embeddings=8192,
         )
     )
-    train_samples: int = 12000
-    base_steps: int = 600
-    base_batch: int = 16
-    base_lr: float = 3e-3
-    base_warmup: int = 30
-    seq_len: int = 128
+    train_samples: int = 20000
+    small_layers: int = 2
+    small_steps: int = 500
+    small_batch: int = 16
+    small_seq_len: int = 128
+    small_lr: float = 1e-3
+    base_steps: int = 250
+    base_batch: int = 4
+    base_lr: float = 5e-4
+    base_warmup: int = 20
+    seq_len: int = 512
     kvp_steps: int = 120
-    kvp_batch: int = 16
+    kvp_batch: int = 4
     kvp_lr: float = 1e-3
     seed: int = 0
-    version: int = 3
+    version: int = 4
 
     def fingerprint(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
 
-QUICK_RECIPE = BenchRecipe(base_steps=300, kvp_steps=60)
+QUICK_RECIPE = BenchRecipe(small_steps=400, base_steps=120, kvp_steps=60)
 
 
 def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
@@ -132,7 +120,11 @@ def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
     from amortized.models.folder import ensure_folder, validate_model_folder, write_manifest
     from amortized.models.shape import save_model_folder
     from amortized.models.tokenizer import train_tokenizer
-    from amortized.models.training import train_causal_lm, warmup_cosine_lr
+    from amortized.models.training import (
+        grow_by_stacking,
+        train_causal_lm,
+        warmup_cosine_lr,
+    )
     from amortized.serving.kv_prediction import load_predictor_folder
     from amortized.serving.kv_prediction.training import KVPredictionTrainer, TrainingConfig
 
@@ -150,7 +142,22 @@ def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
         stream = torch.tensor(
             [t for s in samples for t in tokenizer.encode(s + "\n")], dtype=torch.long
         )
+        small = replace(recipe.shape, num_layers=recipe.small_layers).new_model(
+            tokenizer, recipe.seed
+        )
+        small_losses = train_causal_lm(
+            small,
+            stream,
+            steps=recipe.small_steps,
+            batch_size=recipe.small_batch,
+            seq_len=recipe.small_seq_len,
+            lr_at=lambda step: warmup_cosine_lr(step, recipe.small_lr, 50, recipe.small_steps),
+            seed=recipe.seed,
+            desc=f"train {recipe.small_layers}-layer seed model",
+            weight_decay=0.0,
+        )
         model = recipe.shape.new_model(tokenizer, recipe.seed)
+        grow_by_stacking(small, model)
         losses = train_causal_lm(
             model,
             stream,
@@ -160,8 +167,8 @@ def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
             lr_at=lambda step: warmup_cosine_lr(
                 step, recipe.base_lr, recipe.base_warmup, recipe.base_steps
             ),
-            seed=recipe.seed,
-            desc="train base",
+            seed=recipe.seed + 1,
+            desc="train base (stacked)",
             weight_decay=0.0,
         )
         save_model_folder(model, tokenizer, out, recipe.shape)
@@ -171,6 +178,7 @@ def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
                 "kind": "bench-kvp-base",
                 "recipe": asdict(recipe),
                 "seconds": time.perf_counter() - start,
+                "seed_model_final_loss": small_losses[-1],
                 "final_loss": losses[-1],
             },
         )
@@ -213,12 +221,20 @@ def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
 def describe_training(models: dict[str, Any]) -> dict[str, Any]:
     """Which models were trained, on what, for how long (printed and saved)."""
     manifest = models["base"].manifest or {}
+    built = manifest.get("recipe", {})
+    recipe = built.get("recipe", {})
     described: dict[str, Any] = {
         "base": {
             "trained": True,
-            "steps": manifest.get("recipe", {}).get("recipe", {}).get("base_steps"),
-            "seconds": manifest.get("recipe", {}).get("seconds"),
-            "final_loss": manifest.get("recipe", {}).get("final_loss"),
+            "how": (
+                f"{recipe.get('small_steps')} steps of a {recipe.get('small_layers')}-layer "
+                f"model, its layers repeated to {recipe.get('shape', {}).get('num_layers')} "
+                f"(G_stack), then {recipe.get('base_steps')} steps at "
+                f"{recipe.get('seq_len')} tokens"
+            ),
+            "seconds": built.get("seconds"),
+            "seed_model_final_loss": built.get("seed_model_final_loss"),
+            "final_loss": built.get("final_loss"),
         }
     }
     for name in ("kvp025", "kvp05"):
@@ -246,13 +262,15 @@ class Server:
 
 
 def make_prompt(
-    task: RecallTask, tokenizer: Any, length: int, rng: random.Random
+    task: CopyTask, tokenizer: Any, length: int, rng: random.Random
 ) -> tuple[list[int], list[int]]:
-    """Token ids of exactly ``length`` (filler first), and the answer's token ids."""
-    context, answer = task.question(rng)
-    ids = tokenizer.encode(" " + " ".join(context))
-    filler_ids = tokenizer.encode(" " + " ".join(task.filler(rng, max(0, length - len(ids)))))
-    prompt = (filler_ids + ids)[-length:]
+    """Token ids of exactly ``length`` (earlier task lines first), and the answer's ids."""
+    question, answer = task.question(rng)
+    tail = tokenizer.encode(question)
+    lines: list[int] = []
+    while len(lines) + len(tail) < length:
+        lines += tokenizer.encode(task.training_sample(rng) + "\n")
+    prompt = (lines + tail)[-length:]
     return prompt, tokenizer.encode(" " + " ".join(answer))
 
 
@@ -479,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             "quality": q,
             "quality_metric": f"exact match of the 2-token answer (greedy) at {ref} prompt tokens",
             "quality_length": quality_length,
+            "mean_loglik": {n: raw["quality"][n][ref]["mean_loglik"] for n in CONFIGS},
             "kvp025_vs_aux_relative": (q["kvp025"] / q["aux_only"] - 1) if q["aux_only"] else None,
             "kvp025_gap_closed": ((q["kvp025"] - q["aux_only"]) / gap) if gap else None,
         },

@@ -58,3 +58,25 @@ def train_causal_lm(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
+
+
+def grow_by_stacking(small: nn.Module, large: nn.Module) -> None:
+    """Initialise ``large`` from ``small`` by repeating its layers (G_stack, arXiv 2405.15319).
+
+    Layer ``i`` of ``large`` gets layer ``i % n`` of the ``n``-layer ``small``; embeddings,
+    final norm and head are copied. Circuits a shallow model learns in a minute (copying
+    needs two layers) then seed the deep one, whose own training would sit on a long
+    plateau first. Both models must share width, heads and vocabulary.
+    """
+    small_inner, large_inner = getattr(small, "model", small), getattr(large, "model", large)
+    small_layers, large_layers = small_inner.layers, large_inner.layers
+    if not isinstance(small_layers, nn.ModuleList) or not isinstance(large_layers, nn.ModuleList):
+        raise TypeError("both models need decoder layers at .model.layers")
+    for name, module in small.named_children():
+        if name != getattr(small, "base_model_prefix", "model"):
+            getattr(large, name).load_state_dict(module.state_dict())
+    for name, module in small_inner.named_children():
+        if name != "layers":
+            getattr(large_inner, name).load_state_dict(module.state_dict())
+    for index, layer in enumerate(large_layers):
+        layer.load_state_dict(small_layers[index % len(small_layers)].state_dict())
