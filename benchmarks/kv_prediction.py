@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from amortized.models.shape import ModelShape
 from benchmarks._harness import base_parser, median, print_table, write_json
@@ -113,8 +113,13 @@ class BenchRecipe:
 QUICK_RECIPE = BenchRecipe(small_steps=400, base_steps=120, kvp_steps=60)
 
 
-def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
-    """Train (or load from ``root``) the base model and the 0.25 / 0.5 predictors."""
+def build_models(
+    recipe: BenchRecipe, root: Path, layer_map: Literal["input", "block"]
+) -> dict[str, Any]:
+    """Train (or load from ``root``) the base model and the 0.25 / 0.5 predictors.
+
+    The predictors' folders are named by layer map, so either map reuses the cached base.
+    """
     import torch
 
     from amortized.models.folder import ensure_folder, validate_model_folder, write_manifest
@@ -188,7 +193,7 @@ def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
     base = ensure_folder(root / "base", build_base)
     predictors = {}
     for name, fraction in (("kvp025", 0.25), ("kvp05", 0.5)):
-        out = root / name
+        out = root / f"{name}-{layer_map}"
         try:
             predictors[name] = load_predictor_folder(out)
             continue
@@ -199,6 +204,7 @@ def build_models(recipe: BenchRecipe, root: Path) -> dict[str, Any]:
             data=str(data),
             out=str(out),
             prune=fraction,
+            layer_map=layer_map,
             seq_len=recipe.seq_len,
             batch_size=recipe.kvp_batch,
             steps=recipe.kvp_steps,
@@ -365,6 +371,7 @@ async def measure(
                 "exact_match": hits / len(items),
                 "mean_loglik": sum(lls) / len(lls),
             }
+    await client.close()
     return {"ttft_ms": ttft, "quality": quality}
 
 
@@ -451,13 +458,19 @@ def main(argv: list[str] | None = None) -> int:
         "--quality-items", type=int, default=None, help="questions per config and length"
     )
     parser.add_argument("--cache-dir", help="where the trained models are kept")
+    parser.add_argument(
+        "--layer-map",
+        choices=("input", "block"),
+        default="input",
+        help="the pruned predictors' layer map ('block' is the paper's i//4)",
+    )
     args = parser.parse_args(argv)
     from amortized.config import models_dir
 
     full = BenchRecipe()
     root_full = models_dir(args.cache_dir) / f"bench-kvp-{full.fingerprint()}"
     recipe = full
-    if args.quick and not (root_full / "kvp05" / "kv_predictor.json").exists():
+    if args.quick and not (root_full / f"kvp05-{args.layer_map}" / "kv_predictor.json").exists():
         recipe = QUICK_RECIPE
     root = models_dir(args.cache_dir) / f"bench-kvp-{recipe.fingerprint()}"
     lengths = (2048,) if args.quick else PROMPT_LENGTHS
@@ -466,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     quality_length = lengths[0]
 
     build_start = time.perf_counter()
-    models = build_models(recipe, root)
+    models = build_models(recipe, root, args.layer_map)
     build_seconds = time.perf_counter() - build_start
     training = describe_training(models)
     print(
@@ -497,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             "quality": q,
             "quality_metric": f"exact match of the 2-token answer (greedy) at {ref} prompt tokens",
             "quality_length": quality_length,
+            "layer_map": args.layer_map,
             "mean_loglik": {n: raw["quality"][n][ref]["mean_loglik"] for n in CONFIGS},
             "kvp025_vs_aux_relative": (q["kvp025"] / q["aux_only"] - 1) if q["aux_only"] else None,
             "kvp025_gap_closed": ((q["kvp025"] - q["aux_only"]) / gap) if gap else None,

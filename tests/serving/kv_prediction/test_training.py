@@ -21,9 +21,17 @@ from tests.conftest import AMORTIZED
 from tests.serving.kv_prediction.conftest import train_predictor
 
 
-def test_pruned_layer_maps_follow_the_paper():
-    assert pruned_layer_map(8, [0, 4]) == [0, 0, 0, 0, 1, 1, 1, 1]
-    assert pruned_layer_map(8, [0, 2, 4, 6]) == [0, 0, 1, 1, 2, 2, 3, 3]
+def test_block_layer_maps_follow_the_paper():
+    assert pruned_layer_map(8, [0, 4], "block") == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert pruned_layer_map(8, [0, 2, 4, 6], "block") == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_input_aligned_maps_match_layer_input_depths():
+    # aux layer j's input has passed base layers [0, kept[j-1]+1, ...]: 0, 1 for [0, 4]
+    assert pruned_layer_map(8, [0, 4]) == [0, 1, 1, 1, 1, 1, 1, 1]
+    # 0, 1, 3, 5 for [0, 2, 4, 6]
+    assert pruned_layer_map(8, [0, 2, 4, 6]) == [0, 1, 1, 2, 2, 3, 3, 3]
+    assert pruned_layer_map(2, [0]) == [0, 0]
 
 
 def test_training_lowers_the_loss_on_predicted_kv(trained_predictor: PredictorFolder):
@@ -100,13 +108,14 @@ def test_cli_train_and_show(tiny_llama: ModelFolder, corpus_file: Path, tmp_path
     out = tmp_path / "cli"
     train = [*AMORTIZED, "kvp", "train", "--base", str(tiny_llama.path), "--prune", "0.5"]
     train += ["--data", str(corpus_file), "--out", str(out), "--steps", "4", "--seq-len", "32"]
-    train += ["--batch-size", "2", "--checkpoint-every", "2"]
+    train += ["--batch-size", "2", "--checkpoint-every", "2", "--layer-map", "block"]
     done = subprocess.run(train, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "kvp train" in done.stderr  # the progress bar
     assert f"--kv-predictor {out}" in done.stdout
     show = subprocess.run([*AMORTIZED, "kvp", "show", str(out)], capture_output=True, text=True)
     assert '"training_steps": 4' in show.stdout
+    assert "block map" in show.stdout
     missing = subprocess.run(
         [
             *AMORTIZED,

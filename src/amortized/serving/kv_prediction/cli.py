@@ -22,6 +22,13 @@ def add_kvp_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -> 
     aux.add_argument(
         "--prune", type=float, help="layer-pruned copy of the base: 0.25 keeps every 4th layer"
     )
+    train.add_argument(
+        "--layer-map",
+        choices=("input", "block"),
+        default="input",
+        help="with --prune: which aux layer predicts each base layer's K/V; 'input' aligns "
+        "layer inputs by depth, 'block' is the paper's i//4 (see docs/kv_prediction.md)",
+    )
     train.add_argument("--data", required=True, help=".txt, or .jsonl with text/messages")
     train.add_argument("--out", required=True, help="predictor folder to write")
     train.add_argument("--steps", type=int, default=300)
@@ -61,6 +68,7 @@ def _train(args: argparse.Namespace) -> int:
         out=args.out,
         aux=args.aux,
         prune=args.prune,
+        layer_map=args.layer_map,
         seq_len=args.seq_len,
         batch_size=args.batch_size,
         steps=args.steps,

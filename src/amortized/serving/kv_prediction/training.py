@@ -46,6 +46,7 @@ from amortized.serving.kv_prediction.projections import (
 
 CHECKPOINT_NAME = "checkpoint.pt"
 Init = Literal["lstsq", "identity", "random"]
+LayerAlignment = Literal["input", "block"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class TrainingConfig:
     out: str
     aux: str | None = None
     prune: float | None = None
+    layer_map: LayerAlignment = "input"
     seq_len: int = 256
     batch_size: int = 8
     steps: int = 300
@@ -83,7 +85,17 @@ class TrainingConfig:
 
     def resume_key(self) -> dict[str, Any]:
         """Settings that must not change between a run and its resumption."""
-        keep = ("base", "data", "aux", "prune", "seq_len", "batch_size", "init", "seed")
+        keep = (
+            "base",
+            "data",
+            "aux",
+            "prune",
+            "layer_map",
+            "seq_len",
+            "batch_size",
+            "init",
+            "seed",
+        )
         return {k: getattr(self, k) for k in keep}
 
 
@@ -133,9 +145,22 @@ def prune_layers(model: nn.Module, fraction: float) -> tuple[nn.Module, list[int
     return aux, kept
 
 
-def pruned_layer_map(base_layers: int, kept: Sequence[int]) -> list[int]:
-    """Base layer i reads the last kept layer at or below it (i//4 for every 4th kept)."""
-    return [max(j for j, k in enumerate(kept) if k <= i) for i in range(base_layers)]
+def pruned_layer_map(
+    base_layers: int, kept: Sequence[int], alignment: "LayerAlignment" = "input"
+) -> list[int]:
+    """Which auxiliary layer each base layer's K/V are predicted from.
+
+    ``block`` (the paper's): base layer i reads the last kept layer at or below it, i//4
+    for every 4th kept. ``input``: base layer i reads the deepest auxiliary layer whose
+    *input* has passed through no more base layers than base layer i's input has. K/V are
+    linear in a layer's input, and aux layer 1's input is exactly base layer 1's at the
+    start, so the early base layers get contextual K/V instead of token-local ones (the
+    block map feeds base layers 1-3 from aux layer 0, which has seen no context at all).
+    """
+    if alignment == "block":
+        return [max(j for j, k in enumerate(kept) if k <= i) for i in range(base_layers)]
+    depth = [0, *(k + 1 for k in kept[:-1])]  # base layers behind each aux layer's input
+    return [max(j for j, d in enumerate(depth) if d <= i) for i in range(base_layers)]
 
 
 def load_token_stream(path: str | os.PathLike[str], tokenizer: Any) -> torch.Tensor:
@@ -204,8 +229,8 @@ class KVPredictionTrainer:
         self.aux: Any
         if config.prune is not None:
             self.aux, kept = prune_layers(self.base, config.prune)
-            self.layer_map = pruned_layer_map(self.base_geometry.num_layers, kept)
-            self.aux_origin = f"prune:{config.prune} (base layers {kept})"
+            self.layer_map = pruned_layer_map(self.base_geometry.num_layers, kept, config.layer_map)
+            self.aux_origin = f"prune:{config.prune} (base layers {kept}, {config.layer_map} map)"
         else:
             aux_path = Path(str(config.aux)).expanduser().resolve()
             self.aux = load_hf_model(aux_path, torch.float32).to(self.device)
