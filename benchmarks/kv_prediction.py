@@ -20,9 +20,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from amortized.models.shape import ModelShape
+from amortized.serving.kv_prediction.training import (
+    LAYER_ALIGNMENTS,
+    KVPredictionTrainer,
+    LayerAlignment,
+    TrainingConfig,
+)
 from benchmarks._harness import base_parser, median, print_table, write_json
 
 PROMPT_LENGTHS = (512, 2048, 4096)
@@ -113,9 +119,7 @@ class BenchRecipe:
 QUICK_RECIPE = BenchRecipe(small_steps=400, base_steps=120, kvp_steps=60)
 
 
-def build_models(
-    recipe: BenchRecipe, root: Path, layer_map: Literal["input", "block"]
-) -> dict[str, Any]:
+def build_models(recipe: BenchRecipe, root: Path, layer_map: LayerAlignment) -> dict[str, Any]:
     """Train (or load from ``root``) the base model and the 0.25 / 0.5 predictors.
 
     The predictors' folders are named by layer map, so either map reuses the cached base.
@@ -131,7 +135,6 @@ def build_models(
         warmup_cosine_lr,
     )
     from amortized.serving.kv_prediction import load_predictor_folder
-    from amortized.serving.kv_prediction.training import KVPredictionTrainer, TrainingConfig
 
     rng = random.Random(recipe.seed)
     samples = [recipe.task.training_sample(rng) for _ in range(recipe.train_samples)]
@@ -460,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", help="where the trained models are kept")
     parser.add_argument(
         "--layer-map",
-        choices=("input", "block"),
+        choices=LAYER_ALIGNMENTS,
         default="input",
         help="the pruned predictors' layer map ('block' is the paper's i//4)",
     )

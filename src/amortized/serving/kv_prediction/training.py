@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -47,6 +47,7 @@ from amortized.serving.kv_prediction.projections import (
 CHECKPOINT_NAME = "checkpoint.pt"
 Init = Literal["lstsq", "identity", "random"]
 LayerAlignment = Literal["input", "block"]
+LAYER_ALIGNMENTS: tuple[LayerAlignment, ...] = get_args(LayerAlignment)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def prune_layers(model: nn.Module, fraction: float) -> tuple[nn.Module, list[int
 
 
 def pruned_layer_map(
-    base_layers: int, kept: Sequence[int], alignment: "LayerAlignment" = "input"
+    base_layers: int, kept: Sequence[int], alignment: LayerAlignment = "input"
 ) -> list[int]:
     """Which auxiliary layer each base layer's K/V are predicted from.
 
