@@ -24,6 +24,14 @@ THINK_EVERY_CHUNK = {
 SHORT = {"answer": {"max_tokens": 8}}
 
 
+LONG_ANSWER_TOKENS = 1200
+"""Fits the live server's context twice over a short prompt (truncate keeps a partial one)."""
+LONG_ANSWER: dict[str, Any] = {
+    "answer": {"max_tokens": LONG_ANSWER_TOKENS, "min_tokens": LONG_ANSWER_TOKENS},
+    "thinking": {"budget_tokens": 0},
+}
+
+
 def session(server: ServerProcess, settings: dict[str, Any] | None = None) -> RealtimeSession:
     return RealtimeSession(server.root_url, API_KEY, session=settings)
 
@@ -39,7 +47,8 @@ async def next_of(rt: RealtimeSession, kind: str, timeout: float = 30) -> dict[s
 
 async def answer_running(rt: RealtimeSession) -> None:
     """Once the answer has started; tiny random models may emit invisible tokens for a while,
-    so this waits on time (answers here have ``min_tokens`` 400, which takes seconds)."""
+    so this waits on time (answers here have ``min_tokens`` LONG_ANSWER_TOKENS, which takes
+    seconds even on a quiet machine: 400 tokens once finished before a barge-in arrived)."""
     await next_of(rt, "response.created")
     await asyncio.sleep(0.3)
 
@@ -127,7 +136,7 @@ async def test_new_chunk_interrupts_thinking_and_commit_stops_it(
 async def test_barge_in_cancels_the_answer_and_the_turn_continues(
     live_server: ServerProcess,
 ) -> None:
-    settings = {"answer": {"max_tokens": 400, "min_tokens": 400}, "thinking": {"budget_tokens": 0}}
+    settings = LONG_ANSWER
     async with session(live_server, settings) as rt:
         await rt.append("Say something long")
         await rt.commit()
@@ -135,7 +144,7 @@ async def test_barge_in_cancels_the_answer_and_the_turn_continues(
         await rt.append(" and short")
         done = await next_of(rt, "response.done")
         assert done["response"]["status"] == "cancelled"
-        assert done["response"]["usage"]["output_tokens"] < 400
+        assert done["response"]["usage"]["output_tokens"] < LONG_ANSWER_TOKENS
         await rt.commit()
         answer = await rt.collect()
         assert answer.status == "completed"
@@ -147,8 +156,7 @@ async def test_barge_in_cancels_the_answer_and_the_turn_continues(
 
 async def test_barge_in_truncate_keeps_the_partial_answer(live_server: ServerProcess) -> None:
     settings = {
-        "answer": {"max_tokens": 400, "min_tokens": 400},
-        "thinking": {"budget_tokens": 0},
+        **LONG_ANSWER,
         "barge_in": "truncate",
     }
     async with session(live_server, settings) as rt:
@@ -165,7 +173,7 @@ async def test_barge_in_truncate_keeps_the_partial_answer(live_server: ServerPro
 
 
 async def test_response_cancel(live_server: ServerProcess) -> None:
-    settings = {"answer": {"max_tokens": 400, "min_tokens": 400}, "thinking": {"budget_tokens": 0}}
+    settings = LONG_ANSWER
     async with session(live_server, settings) as rt:
         await rt.append("Go on")
         await rt.commit()
@@ -207,7 +215,7 @@ async def test_disconnect_mid_turn_leaves_no_running_request(live_server: Server
 
     assert await wait_idle(live_server) == 0
 
-    settings = {"answer": {"max_tokens": 400, "min_tokens": 400}, "thinking": {"budget_tokens": 0}}
+    settings = LONG_ANSWER
     rt = session(live_server, settings)
     await rt.__aenter__()
     await rt.append("Answer at length")
