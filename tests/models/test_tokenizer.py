@@ -9,6 +9,17 @@ def test_byte_level_tokenizer_round_trips_unseen_text():
     assert tok.decode(tok.encode(text)) == text
 
 
+def test_split_digits_gives_every_digit_its_own_token():
+    texts = [f"row {n}: {n * 7},{n * 13}" for n in range(200)]
+    merged = train_tokenizer(texts, vocab_size=400)
+    split = train_tokenizer(texts, vocab_size=400, split_digits=True)
+    text = "ID 17: 512,473"
+    pieces = [split.decode([i]) for i in split.encode(text)]
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == list("17512473")
+    assert split.decode(split.encode(text)) == text
+    assert len(merged.encode(text)) < len(split.encode(text))
+
+
 def test_markup_tokens_are_single_tokens_and_visible():
     tok = train_tokenizer(TEXTS, vocab_size=320)
     for token in MARKUP_TOKENS:

@@ -40,12 +40,23 @@ def token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
     return found
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on ``texts`` and wrap it for transformers and vLLM."""
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, *, split_digits: bool = False
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts`` and wrap it for transformers and vLLM.
+
+    ``split_digits`` makes every digit its own token, as Qwen2 and Llama 2 do, so numbers
+    cost as many tokens as they would with those models' vocabularies.
+    """
     if vocab_size < 300:
         raise ValueError(f"vocab_size={vocab_size} is too small; byte-level BPE needs at least 300")
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
