@@ -329,7 +329,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         axis.set_ylim(0, 1.05)
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Many-shot scaling (LLM: random tiny model unless --base-url)")
+    fig.suptitle("Many-shot scaling (LLM: tiny format-trained model unless --base-url)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}", file=sys.stderr)
