@@ -90,9 +90,9 @@ def throughput(target: Target, shots: int, tests: int, repeats: int) -> dict[str
     """
     X, y = load("synthetic")
     X_train, y_train, X_test, _ = split(X, y, tests)
-    plan = [("single", 0)] + [(mode, r) for r in range(repeats) for mode in ("batched", "shared")]
+    plan = ["single"] + ["batched", "shared"] * repeats
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
-    for number, (mode, _) in enumerate(plan):
+    for number, mode in enumerate(plan):
         options = {
             "shots": shots,
             "seeds": (40,),

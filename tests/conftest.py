@@ -5,7 +5,8 @@ with ``--api-key`` so the auth tests use the same server as everything else.
 """
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -32,22 +33,26 @@ def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> ModelFolder:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2", spec)
 
 
+def amortized_server(
+    model: Path,
+    log: Path,
+    *vllm_args: str,
+    serve_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> ServerProcess:
+    """``amortized serve MODEL SERVE_ARGS -- --api-key test-key VLLM_ARGS`` on a free port."""
+    port = free_port()
+    argv = [*AMORTIZED, "serve", str(model), "--port", str(port), *serve_args, "--"]
+    return ServerProcess([*argv, "--api-key", API_KEY, *vllm_args], port, log, env=env)
+
+
 @pytest.fixture(scope="session")
 def live_server(
     tiny_llama: ModelFolder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """``amortized serve <tiny llama> -- --api-key test-key`` for the whole session."""
-    port = free_port()
     log = tmp_path_factory.mktemp("logs") / "live-server.log"
-    argv = [
-        *AMORTIZED,
-        "serve",
-        str(tiny_llama.path),
-        "--port",
-        str(port),
-        "--",
-        "--api-key",
-        API_KEY,
+    vllm_args = [
         "--served-model-name",
         "tiny",
         "--max-model-len",
@@ -68,6 +73,6 @@ def live_server(
 
     # The planners' program library of this server, away from the user's cache.
     library = tmp_path_factory.mktemp("program-library")
-    server = ServerProcess(argv, port, log, env={"AMORTIZED_PROGRAM_LIBRARY": str(library)})
-    with server:
+    env = {"AMORTIZED_PROGRAM_LIBRARY": str(library)}
+    with amortized_server(tiny_llama.path, log, *vllm_args, env=env) as server:
         yield server

@@ -2,17 +2,16 @@
 
 from collections.abc import Iterator, Sequence
 
-import httpx
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
 from amortized.models import ModelFolder
 from amortized.models.tokenizer import train_tokenizer
-from amortized.serving.process import ServerProcess, free_port
+from amortized.serving.process import ServerProcess, vllm_metric
 from amortized.tabular import OpenAICompatibleBackend, PredictionOptions, TabularPredictor
 from amortized.tabular.drafting import LayoutDrafter, layout_continuation, speculative_config
-from tests.conftest import AMORTIZED, API_KEY
+from tests.conftest import API_KEY, amortized_server
 
 ROWS = '[{"id": 0, "label": 2}, {"id": 1, "label": 0}'
 
@@ -76,18 +75,10 @@ def drafting_server(
     tiny_llama: ModelFolder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """The session's tiny Llama with the layout proposer as vLLM's speculative decoder."""
-    port = free_port()
     log = tmp_path_factory.mktemp("logs") / "drafting-server.log"
-    argv = [*AMORTIZED, "serve", str(tiny_llama.path), "--port", str(port), "--"]
-    argv += ["--api-key", API_KEY, "--max-model-len", "2048"]
-    argv += ["--speculative-config", speculative_config()]
-    with ServerProcess(argv, port, log) as server:
+    args = ["--max-model-len", "2048", "--speculative-config", speculative_config()]
+    with amortized_server(tiny_llama.path, log, *args) as server:
         yield server
-
-
-def spec_metric(server: ServerProcess, name: str) -> float:
-    text = httpx.get(f"{server.root_url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 @pytest.mark.server
@@ -104,4 +95,5 @@ async def test_layout_drafts_run_inside_the_engine(drafting_server: ServerProces
     finally:
         await backend.close()
     assert [p.value for p in result.provenance] == ["parsed"] * 40
-    assert spec_metric(drafting_server, "vllm:spec_decode_num_draft_tokens_total") > 0
+    drafted = vllm_metric(drafting_server.root_url, "vllm:spec_decode_num_draft_tokens_total")
+    assert drafted > 0

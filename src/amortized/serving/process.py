@@ -123,12 +123,18 @@ class ServerProcess:
         self.stop()
 
 
-def running_requests(root_url: str) -> float:
-    """vLLM's ``num_requests_running`` gauge from ``/metrics`` (summed over engines)."""
+def vllm_metric(root_url: str, name: str) -> float:
+    """A vLLM metric from ``/metrics``, summed over its label sets (engines, models)."""
     import re
 
     text = httpx.get(f"{root_url}/metrics", timeout=10).text
-    values = re.findall(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$"
+    values = [match.group(1) for match in re.finditer(pattern, text, re.M)]
     if not values:
-        raise AmortizedError(f"{root_url}/metrics has no num_requests_running gauge")
+        raise AmortizedError(f"{root_url}/metrics has no {name}")
     return sum(float(v) for v in values)
+
+
+def running_requests(root_url: str) -> float:
+    """vLLM's ``num_requests_running`` gauge (summed over engines)."""
+    return vllm_metric(root_url, "vllm:num_requests_running")

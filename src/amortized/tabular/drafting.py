@@ -97,6 +97,9 @@ class AnswerLayoutProposer:
 
     def __init__(self, vllm_config: Any) -> None:
         from vllm.tokenizers import cached_tokenizer_from_config
+        from vllm.v1.spec_decode.ngram_proposer import (
+            _find_longest_matched_ngram_and_propose_tokens,
+        )
 
         spec = vllm_config.speculative_config
         self.k = int(spec.num_speculative_tokens)
@@ -107,6 +110,7 @@ class AnswerLayoutProposer:
             encode=lambda text: list(tokenizer.encode(text, add_special_tokens=False)),
             k=self.k,
         )
+        self._ngram_draft = _find_longest_matched_ngram_and_propose_tokens
 
     def propose(
         self,
@@ -116,10 +120,6 @@ class AnswerLayoutProposer:
         slot_mappings: Any = None,
     ) -> list[list[int]]:
         """One draft per request in the batch (empty: no speculation for it this step)."""
-        from vllm.v1.spec_decode.ngram_proposer import (
-            _find_longest_matched_ngram_and_propose_tokens as ngram_draft,
-        )
-
         drafts: list[list[int]] = []
         for index, sampled in enumerate(sampled_token_ids):
             length = int(num_tokens_no_spec[index])
@@ -132,7 +132,7 @@ class AnswerLayoutProposer:
             if layout is not None:
                 drafts.append(layout[:room])
                 continue
-            found = ngram_draft(history, NGRAM_MIN, NGRAM_MAX, self.max_model_len, room)
+            found = self._ngram_draft(history, NGRAM_MIN, NGRAM_MAX, self.max_model_len, room)
             drafts.append([int(t) for t in found])
         return drafts
 

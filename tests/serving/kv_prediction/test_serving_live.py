@@ -19,8 +19,8 @@ import pytest
 
 from amortized.models import ModelFolder
 from amortized.serving.kv_prediction import PredictorFolder
-from amortized.serving.process import ServerProcess, ServerStartError, free_port
-from tests.conftest import AMORTIZED, API_KEY
+from amortized.serving.process import ServerProcess, ServerStartError, free_port, vllm_metric
+from tests.conftest import AMORTIZED, API_KEY, amortized_server
 
 pytestmark = pytest.mark.server
 
@@ -30,10 +30,14 @@ def kvp(flag: bool) -> dict[str, Any]:
 
 
 def serve(model: Path, predictor: Path, log: Path, *vllm_args: str) -> ServerProcess:
-    port = free_port()
-    argv = [*AMORTIZED, "serve", str(model), "--port", str(port), "--kv-predictor", str(predictor)]
-    argv += ["--", "--api-key", API_KEY, "--served-model-name", "tiny", *vllm_args]
-    return ServerProcess(argv, port, log)
+    return amortized_server(
+        model,
+        log,
+        "--served-model-name",
+        "tiny",
+        *vllm_args,
+        serve_args=["--kv-predictor", str(predictor)],
+    )
 
 
 def token_prompt(length: int, seed: int) -> list[int]:
@@ -136,12 +140,7 @@ async def test_concurrent_requests_under_preemption_stay_exact(exact_server: Ser
 
 
 def preemptions(server: ServerProcess) -> float:
-    metrics = httpx.get(f"{server.root_url}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("vllm:num_preemptions_total")
-    )
+    return vllm_metric(server.root_url, "vllm:num_preemptions_total")
 
 
 def test_first_request_of_a_fresh_bf16_engine_survives(trained_server):
