@@ -9,7 +9,7 @@ One run, one server, the same rows:
   make_classification task at 8..512 shots, for the LLM and for random forest
   (n_estimators=30), kNN and majority baselines fitted on the same demonstrations.
 
-By default it serves a tiny Llama with a 16k context, built locally in about a minute and
+By default it serves a tiny Llama with a 16k context, built locally in about two minutes and
 trained only on the prompt format: its throughput figures are real, its accuracy is chance,
 as expected. ``--base-url`` runs against any served model, e.g. MachineLearningLM-7B on a
 GPU, for accuracy claims.
@@ -80,6 +80,20 @@ async def run_llm(
         await backend.close()
 
 
+def speculative_steps(target: Target) -> float:
+    """vLLM's count of speculative decode steps so far, summed over requests; NaN when the
+    server has no speculation or no reachable ``/metrics``."""
+    import httpx
+
+    from amortized.errors import AmortizedError
+    from amortized.serving.process import vllm_metric
+
+    try:
+        return vllm_metric(target.base_url.removesuffix("/v1"), "vllm:spec_decode_num_drafts_total")
+    except (AmortizedError, httpx.HTTPError):
+        return float("nan")
+
+
 def throughput(target: Target, shots: int, tests: int, repeats: int) -> dict[str, Any]:
     """The three prompt layouts on the same test rows.
 
@@ -100,8 +114,10 @@ def throughput(target: Target, shots: int, tests: int, repeats: int) -> dict[str
             "sample_seed": 42 + 10_000 * number,
             **MODES[mode],
         }
+        steps_before = speculative_steps(target)
         result, seconds = asyncio.run(run_llm(target, options, X_train, y_train, X_test))
         n = len(result.labels)
+        steps = speculative_steps(target) - steps_before
         runs[mode].append(
             {
                 "seconds": seconds,
@@ -110,6 +126,7 @@ def throughput(target: Target, shots: int, tests: int, repeats: int) -> dict[str
                 "prefill_tokens_per_prediction": result.usage.prefill_tokens / n,
                 "prompt_tokens_per_prediction": result.usage.prompt_tokens / n,
                 "completion_tokens_per_prediction": result.usage.completion_tokens / n,
+                "speculative_steps_per_prediction": steps / n,
                 "shots_used": result.shots,
                 "parsed": sum(p.value == "parsed" for p in result.provenance) / n,
             }
@@ -246,7 +263,7 @@ TRAIN_STEPS = 300
 
 
 def build_bench_model(out: Path) -> None:
-    """A tiny Llama (4x256, 16k context) that has seen the prompt format for a minute.
+    """A tiny Llama (4x256, 16k context) that has seen the prompt format for two minutes.
 
     The training teaches it the answer's JSON layout, so under guided decoding it writes
     ``{"`` and ``label`` as single tokens like a real model (13 tokens per answer row, not
@@ -385,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         with local_server(cache_dir(), args.speculation) as target:
             result = measure(target)
         model = (
-            "tiny Llama (4x256, 16k context) trained a minute on the prompt format; "
+            "tiny Llama (4x256, 16k context) trained two minutes on the prompt format; "
             "chance-level accuracy expected"
         )
         model += f"; speculation: {args.speculation}"
@@ -394,11 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nthroughput at {args.shots} shots, {tests} test rows ({model}):")
     print_table(
         ["mode", "runs", "predictions/s", "prefill tok/pred", "prompt tok/pred",
-         "answer tok/pred", "prompts", "shots used"],
+         "answer tok/pred", "spec steps/pred", "prompts", "shots used"],
         [
             [m, len(r["runs"]), r["predictions_per_s"], r["prefill_tokens_per_prediction"],
              r["prompt_tokens_per_prediction"], r["completion_tokens_per_prediction"],
-             r["prompts"], r["shots_used"]]
+             r["speculative_steps_per_prediction"], r["prompts"], r["shots_used"]]
             for m, r in rows.items()
         ],
     )  # fmt: skip
