@@ -18,7 +18,7 @@ GPU, for accuracy claims.
 import asyncio
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -217,6 +217,7 @@ def workload_texts(prompts: int = 60, answers: int = 100) -> list[str]:
     """
     from amortized.tabular.encoding import column_order, encode_rows, fit_columns
     from amortized.tabular.prompt import (
+        answer_text,
         demonstration_lines,
         query_lines,
         raw_prompt,
@@ -244,15 +245,13 @@ def workload_texts(prompts: int = 60, answers: int = 100) -> list[str]:
     return texts + [requirements + answer for answer in answer_texts(answers, rng)]
 
 
-def answer_text(labels: Sequence[int]) -> str:
-    return "[" + ", ".join(f'{{"id": {i}, "label": {v}}}' for i, v in enumerate(labels)) + "]"
-
-
 def answer_texts(count: int, rng: np.random.RandomState) -> list[str]:
     """Answers alone, up to the benchmark's 50 rows, with random labels.
 
     The prompts above ask for 16 rows; without these the model never sees ids past 15.
     """
+    from amortized.tabular.prompt import answer_text
+
     return [
         answer_text(rng.randint(0, int(rng.choice([2, 3, 4, 10])), size=rows).tolist())
         for rows in rng.choice([10, 20, 30, 50], size=count)

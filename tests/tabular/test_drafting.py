@@ -66,15 +66,12 @@ def drafter_for(tokenizer: Any, k: int) -> LayoutDrafter:
 
 
 def test_drafter_encodes_the_continuation_with_the_model_tokenizer(tokenizer: Any) -> None:
-    def decode(ids: Sequence[int]) -> str:
-        return str(tokenizer.decode(list(ids)))
-
     drafter = drafter_for(tokenizer, 6)
     history = np.array(tokenizer.encode("prompt\n" + ROWS), dtype=np.int32)
     draft = drafter.draft(history)
     assert draft is not None
     assert len(draft) == 6
-    assert ', {"id": 2, "label": 0}'.startswith(decode(draft))
+    assert ', {"id": 2, "label": 0}'.startswith(tokenizer.decode(draft))
     assert drafter.draft(np.array(tokenizer.encode("just prose"), dtype=np.int32)) is None
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from amortized.tabular.prompt import answer_element
+
 ROW = re.compile(r'\{"id": (\d+), "label": (\d+)\}')
 TAIL_TOKENS = 64
 """Output tokens read per step to find the last two complete rows (a row is ~14 tokens)."""
@@ -67,7 +69,7 @@ def layout_continuation(tail_text: str, rows_ahead: int = ROWS_AHEAD) -> str | N
     else:
         return None
     ahead = "".join(
-        f', {{"id": {row_id + step}, "label": {label}}}' for step in range(2, rows_ahead + 1)
+        ", " + answer_element(row_id + step, label) for step in range(2, rows_ahead + 1)
     )
     return head + ahead
 

@@ -27,6 +27,7 @@ from amortized.tabular.encoding import (
 )
 from amortized.tabular.parsing import Provenance, rows_from_answer
 from amortized.tabular.prompt import (
+    answer_element,
     answer_regex,
     answer_schema,
     chat_messages,
@@ -205,7 +206,7 @@ class TabularPredictor:
         codes = coding.encode(list(train_labels))
         majority = int(np.bincount(codes).argmax())
         rows = min(self.options.rows_per_prompt, len(test_rows))
-        widest = f'{{"id": {rows - 1}, "label": {len(coding.classes) - 1}}}, '
+        widest = answer_element(rows - 1, len(coding.classes) - 1) + ", "
         per_row = await self.backend.count_tokens(widest * 10) / 10
         task = PreparedTask(
             train_rows=[list(r) for r in train_rows],

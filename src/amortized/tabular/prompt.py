@@ -62,6 +62,16 @@ def chat_messages(user: str, system: str = SYSTEM_PROMPT) -> list[dict[str, str]
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+def answer_element(row: int, label: int | str) -> str:
+    """One element of the answer array, spaced as the reference writes it."""
+    return f'{{"id": {row}, "label": {label}}}'
+
+
+def answer_text(labels: Sequence[int]) -> str:
+    """The whole answer array for ``labels`` in row order (what a perfect model writes)."""
+    return "[" + ", ".join(answer_element(i, label) for i, label in enumerate(labels)) + "]"
+
+
 def answer_regex(rows: int, label_set: Sequence[int]) -> str:
     """The answer in the reference's exact layout, ids in order: always parses, whatever
     whitespace habits the model or the grammar backend has."""
