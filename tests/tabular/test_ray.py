@@ -159,7 +159,9 @@ def test_dead_endpoint_fails_in_one_line_and_the_rerun_resumes(
 
     endpoints = Endpoints((live_server.base_url,), API_KEY)
     summary = run_ray_job(spec(dataset, out), endpoints, RayOptions(actors=1), progress=False)
-    assert summary["resumed_chunks"] == kept
+    # Nothing kept is lost. A chunk the failed run had in flight on the live endpoint may
+    # land after the error was raised (seen once in 514 tests); it is resumed too.
+    assert summary["resumed_chunks"] >= kept
     # The failed run's next chunk may still be decoding on the server when the rerun asks.
     assert_same_rows(pd.read_parquet(out), reference, exact=False)
 
