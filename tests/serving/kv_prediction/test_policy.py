@@ -90,3 +90,18 @@ def test_connector_settings_and_slots():
     slots = slot_mapping([7, 3], start=126, end=130, block_size=128)
     assert slots.tolist() == [7 * 128 + 126, 7 * 128 + 127, 3 * 128, 3 * 128 + 1]
     assert slots.dtype == torch.long
+
+
+def test_span_covers_all_but_the_last_token_unless_block_aligned_is_asked_for():
+    """Both modes on purpose, on any CPU: alignment is a setting, never the processor's."""
+    from amortized.serving.kv_prediction.connector import ConnectorSettings, predicted_span_end
+
+    assert predicted_span_end(70, 32, None) == 69
+    assert predicted_span_end(31, 32, None) == 0
+    assert predicted_span_end(70, 32, 32) == 64
+    assert predicted_span_end(70, 32, 128) == 0
+    assert predicted_span_end(257, 32, 128) == 256
+    assert ConnectorSettings.parse({"predictor": "p"}).block_aligned is False
+    assert ConnectorSettings.parse({"predictor": "p", "block_aligned": True}).block_aligned
+    with pytest.raises(PredictorError, match="block_aligned must be true or false"):
+        ConnectorSettings.parse({"predictor": "p", "block_aligned": "yes"})

@@ -73,7 +73,7 @@ class ConnectorSettings:
 
     predictor: Path
     min_prompt_tokens: int | None = None
-    block_aligned: bool | None = None
+    block_aligned: bool = False
 
     @classmethod
     def parse(cls, extra: dict[str, Any]) -> "ConnectorSettings":
@@ -91,8 +91,8 @@ class ConnectorSettings:
         minimum = extra.get("min_prompt_tokens")
         if minimum is not None and (not isinstance(minimum, int) or minimum < 2):
             raise PredictorError("kv_connector_extra_config.min_prompt_tokens must be an int >= 2")
-        aligned = extra.get("block_aligned")
-        if aligned is not None and not isinstance(aligned, bool):
+        aligned = extra.get("block_aligned", False)
+        if not isinstance(aligned, bool):
             raise PredictorError("kv_connector_extra_config.block_aligned must be true or false")
         return cls(Path(extra["predictor"]), minimum, aligned)
 
@@ -108,15 +108,28 @@ def cpu_has_amx() -> bool:
 def request_amx_permission() -> bool:
     """Ask Linux for AMX tile state up front (``arch_prctl(ARCH_REQ_XCOMP_PERM)``).
 
-    A fresh bf16 engine whose first request computes only one token never ran a large
-    oneDNN GEMM, which is what normally requests this permission; AMX attention kernels
-    then die with SIGILL. Requesting it here is harmless elsewhere.
+    An earlier vLLM build killed a fresh bf16 engine with SIGILL when its first request
+    computed only one token (no large oneDNN GEMM had requested the permission yet). On
+    vLLM 0.32 on an AMX Xeon that request survives with or without this call (see
+    docs/kv_prediction.md); it stays as a cheap guard, and is a no-op elsewhere.
     """
     if platform.system() != "Linux" or platform.machine() != "x86_64" or not cpu_has_amx():
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     sys_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata = 158, 0x1023, 18
     return int(libc.syscall(sys_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata)) == 0
+
+
+def predicted_span_end(prompt_len: int, min_prompt_tokens: int, align_to: int | None) -> int:
+    """End (exclusive) of the predicted span: all but the last prompt token, 0 when too short.
+
+    ``align_to`` (a block size) rounds the end down to a block boundary, for the opt-in
+    ``block_aligned`` mode; the base then computes the tail tokens exactly.
+    """
+    if prompt_len < min_prompt_tokens:
+        return 0
+    end = prompt_len - 1
+    return end - end % align_to if align_to else end
 
 
 def slot_mapping(block_ids: list[int], start: int, end: int, block_size: int) -> torch.Tensor:
@@ -149,10 +162,7 @@ class KVPredictionConnector(KVConnectorBase_V1):
         )
         dtype = vllm_config.model_config.dtype
         self.model_dtype: torch.dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
-        hazard = self.model_dtype in (torch.bfloat16, torch.float16) and cpu_has_amx()
-        self.block_aligned = (
-            hazard if self.settings.block_aligned is None else self.settings.block_aligned
-        )
+        self.block_aligned = self.settings.block_aligned
         self._pending: dict[str, PredictedLoad] = {}
         self._predicted_tokens: dict[str, int] = {}
         self.runtime: Any = None
@@ -180,15 +190,15 @@ class KVPredictionConnector(KVConnectorBase_V1):
 
     def predicted_end(self, request: "Request") -> int:
         """Last position (exclusive) to predict; 0 when the request gets normal prefill."""
-        prompt_len = int(request.num_prompt_tokens)
-        if prompt_len < self.min_prompt_tokens or request.prompt_token_ids is None:
+        if request.prompt_token_ids is None:
             return 0
         if not wants_prediction(request.kv_transfer_params, request.cache_salt, self.tag):
             return 0
-        end = prompt_len - 1
-        if self.block_aligned:
-            end -= end % self.block_size
-        return end
+        return predicted_span_end(
+            int(request.num_prompt_tokens),
+            self.min_prompt_tokens,
+            self.block_size if self.block_aligned else None,
+        )
 
     def get_num_new_matched_tokens(
         self, request: "Request", num_computed_tokens: int
