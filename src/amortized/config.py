@@ -3,6 +3,10 @@
 import os
 from pathlib import Path
 
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+"""Where ``amortized serve`` listens, and where its clients look, unless told otherwise."""
+
 CACHE_DIR_ENV = "AMORTIZED_CACHE_DIR"
 """Overrides the cache directory (locally built models live below it)."""
 

@@ -5,8 +5,9 @@ this package into a normal Hugging Face folder that ``vllm serve <path>`` loads.
 Names are imported on first use, so the CLI can check a folder without loading torch.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from amortized._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from amortized.models.default import (
@@ -18,13 +19,13 @@ if TYPE_CHECKING:
     from amortized.models.tiny import TinyModelSpec, build_tiny_model
 
 _EXPORTS = {
-    "DefaultModelRecipe": "default",
-    "build_default_model": "default",
-    "ensure_default_model": "default",
-    "ModelFolder": "folder",
-    "validate_model_folder": "folder",
-    "TinyModelSpec": "tiny",
-    "build_tiny_model": "tiny",
+    "DefaultModelRecipe": "amortized.models.default",
+    "build_default_model": "amortized.models.default",
+    "ensure_default_model": "amortized.models.default",
+    "ModelFolder": "amortized.models.folder",
+    "validate_model_folder": "amortized.models.folder",
+    "TinyModelSpec": "amortized.models.tiny",
+    "build_tiny_model": "amortized.models.tiny",
 }
 
 __all__ = [
@@ -38,7 +39,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"amortized.models.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

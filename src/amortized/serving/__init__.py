@@ -5,6 +5,18 @@ Capability packages (``tabular``, ``planners``, ...) never import this package; 
 routes here import them.
 """
 
-from amortized.serving.capabilities import Capability, enabled_capabilities
+from typing import TYPE_CHECKING
+
+from amortized._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from amortized.serving.capabilities import Capability, enabled_capabilities
+
+_EXPORTS = {
+    "Capability": "amortized.serving.capabilities",
+    "enabled_capabilities": "amortized.serving.capabilities",
+}
 
 __all__ = ["Capability", "enabled_capabilities"]
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -15,20 +15,20 @@ import sys
 import threading
 import time
 from argparse import Namespace
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any, TextIO
 
 import httpx
 
+from amortized.config import DEFAULT_HOST, DEFAULT_PORT
 from amortized.errors import AmortizedError
 from amortized.models.folder import validate_model_folder
-from amortized.serving.capabilities import enabled_capabilities
-from amortized.serving.plugin import PLUGIN_NAME
+from amortized.serving.process import log_tail
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
 CPU_KV_CACHE_BYTES = "1G"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -43,6 +43,8 @@ class LaunchPlan:
     vllm_args: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    provenance: Mapping[str, Any] | None = None
+    """A fetched model's provenance record (kind, licence, served dtype), if any."""
 
     @property
     def argv(self) -> list[str]:
@@ -59,20 +61,78 @@ def _has_option(args: Sequence[str], *names: str) -> bool:
     return any(a == n or a.startswith(n + "=") for a in args for n in names)
 
 
-def resolve_model(model: str | None, cache_dir: str | None) -> tuple[str, bool]:
-    """A local folder (validated), a hub id (passed on), or the default model (built if needed).
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What vLLM loads, the name it is served under by default, and its provenance."""
 
-    Returns the model and whether it is the default one.
+    model: str
+    served_name: str | None = None
+    provenance: Mapping[str, Any] | None = None
+
+
+def resolve_model(
+    model: str | None, cache_dir: str | None, say: Callable[[str], None] | None = None
+) -> ResolvedModel:
+    """A model name (fetched or built if needed), a local folder (validated) or a hub id.
+
+    No model means the default real model, SmolLM2-135M-Instruct.
     """
-    if model is None:
+    from amortized.models.default import DEFAULT_MODEL_NAME
+    from amortized.models.pretrained import (
+        DEFAULT_SERVED_MODEL,
+        PRETRAINED_MODELS,
+        fetch_pretrained,
+        known_model_names,
+        read_provenance,
+    )
+
+    name = DEFAULT_SERVED_MODEL if model is None else model
+    if name in PRETRAINED_MODELS and not Path(name).exists():
+        spec = PRETRAINED_MODELS[name]
+        if spec.needs_acceptance:
+            from amortized.models.pretrained import pretrained_path
+
+            if not pretrained_path(spec, cache_dir).is_dir():
+                raise AmortizedError(
+                    f"{name} is under the {spec.licence}; fetch it first with "
+                    f"`amortized models fetch {name} --accept-license`"
+                )
+        folder = fetch_pretrained(name, cache_dir, say=say)
+        return ResolvedModel(str(folder.path), name, read_provenance(folder.path))
+    if name == DEFAULT_MODEL_NAME and not Path(name).exists():
         from amortized.models.default import ensure_default_model  # loads torch
 
-        return str(ensure_default_model(cache_dir).path), True
-    path = Path(model).expanduser()
-    looks_like_path = path.exists() or model.startswith((".", "/", "~")) or not HUB_ID.match(model)
-    if looks_like_path:
-        return str(validate_model_folder(path).path.resolve()), False
-    return model, False
+        return ResolvedModel(str(ensure_default_model(cache_dir, log=say).path), name)
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")):
+        folder_path = validate_model_folder(path).path.resolve()
+        return ResolvedModel(str(folder_path), None, read_provenance(folder_path))
+    if HUB_ID.match(name):
+        return ResolvedModel(name)
+    raise AmortizedError(
+        f"unknown model {name!r}: not a folder, and not one of the names "
+        f"{', '.join(known_model_names())} (or a hub id such as org/name)"
+    )
+
+
+def model_defaults(resolved: ResolvedModel, vllm_args: Sequence[str]) -> list[str]:
+    """Options a fetched model's provenance asks for, unless the user set them.
+
+    The served name is the model's name; the dtype is the one measured to keep its answers
+    (docs/models.md); a tools-aware chat template, identical to the model's own for
+    requests without tools, lets vLLM's tool parser work.
+    """
+    args: list[str] = []
+    if resolved.served_name and not _has_option(vllm_args, "--served-model-name"):
+        args += ["--served-model-name", resolved.served_name]
+    provenance = resolved.provenance or {}
+    dtype = provenance.get("served_dtype")
+    if isinstance(dtype, str) and not _has_option(vllm_args, "--dtype"):
+        args += ["--dtype", dtype]
+    template = provenance.get("tool_chat_template")
+    if isinstance(template, str) and not _has_option(vllm_args, "--chat-template"):
+        args += ["--chat-template", str(Path(resolved.model) / template)]
+    return args
 
 
 def plugin_allowlist(environ: Mapping[str, str]) -> str:
@@ -82,6 +142,8 @@ def plugin_allowlist(environ: Mapping[str, str]) -> str:
         names = sorted({ep.name for ep in metadata.entry_points(group="vllm.general_plugins")})
     else:
         names = [n for n in current.split(",") if n]
+    from amortized.serving.plugin import PLUGIN_NAME
+
     return ",".join(dict.fromkeys([*names, PLUGIN_NAME]))
 
 
@@ -164,6 +226,7 @@ def plan_launch(
     on_cpu: bool | None = None,
     environ: Mapping[str, str] | None = None,
     kv_prediction: KVPredictionOptions | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> LaunchPlan:
     """Work out the vLLM command and environment; raises AmortizedError on bad input.
 
@@ -178,8 +241,11 @@ def plan_launch(
             )
     if not 0 < port < 65536:
         raise AmortizedError(f"--port {port} is not a TCP port; use 1-65535")
+    from amortized.serving.capabilities import enabled_capabilities
+
     enabled_capabilities()  # fail now on a bad AMORTIZED_CAPABILITIES
-    resolved, is_default = resolve_model(model, cache_dir)
+    resolved_model = resolve_model(model, cache_dir, say)
+    resolved = resolved_model.model
     if on_cpu is None:
         from vllm.platforms import current_platform
 
@@ -189,10 +255,7 @@ def plan_launch(
     if kv_prediction is not None:
         extra_args, warnings = kv_prediction_args(kv_prediction, resolved, args)
         args += extra_args
-    if is_default and not _has_option(args, "--served-model-name"):
-        from amortized.models.default import DEFAULT_MODEL_NAME
-
-        args += ["--served-model-name", DEFAULT_MODEL_NAME]
+    args += model_defaults(resolved_model, args)
     if on_cpu:
         args += cpu_defaults(args, environ)
     env = {"VLLM_PLUGINS": plugin_allowlist(environ)}
@@ -201,7 +264,9 @@ def plan_launch(
     preload = intel_openmp_preload(environ) if on_cpu else None
     if preload:
         env["LD_PRELOAD"] = preload
-    return LaunchPlan(resolved, host, port, tuple(args), env, tuple(warnings))
+    return LaunchPlan(
+        resolved, host, port, tuple(args), env, tuple(warnings), resolved_model.provenance
+    )
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -240,22 +305,38 @@ def _double_quoted(code: str) -> str:
     return f'"{code}"' if not set(code) & set('"$`\\!') else shlex.quote(code)
 
 
-def usage_examples(base_url: str, model: str, api_key: str | None) -> str:
-    """A curl and an openai-python command that work against this server, as printed text."""
+EXAMPLE_QUESTION = "What is the capital of France?"
+EXAMPLE_PROMPT = "The capital of France is"
+
+
+def usage_examples(base_url: str, model: str, api_key: str | None, chat: bool = True) -> str:
+    """A curl and an openai-python command that work against this server, as printed text.
+
+    Greedy (temperature 0), so the printed commands give the answer the docs show; base
+    models get a text completion instead of a chat.
+    """
     auth = f" -H {shlex.quote('Authorization: Bearer ' + api_key)}" if api_key else ""
-    body = json.dumps(
-        {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}
-    )
+    ask: dict[str, Any]
+    if chat:
+        route = "chat/completions"
+        ask = {"messages": [{"role": "user", "content": EXAMPLE_QUESTION}]}
+        call = f"chat.completions.create(model={model!r}, messages=[{{'role': 'user', "
+        call += f"'content': {EXAMPLE_QUESTION!r}}}], max_tokens=32, temperature=0)"
+        answer = "reply.choices[0].message.content"
+    else:
+        route, ask = "completions", {"prompt": EXAMPLE_PROMPT}
+        call = f"completions.create(model={model!r}, prompt={EXAMPLE_PROMPT!r}, "
+        call += "max_tokens=32, temperature=0)"
+        answer = "reply.choices[0].text"
+    body = json.dumps({"model": model, **ask, "max_tokens": 32, "temperature": 0})
     python = (
         "from openai import OpenAI; "
         f"client = OpenAI(base_url={base_url!r}, api_key={(api_key or 'EMPTY')!r}); "
-        f"reply = client.chat.completions.create(model={model!r}, "
-        "messages=[{'role': 'user', 'content': 'Hello'}], max_tokens=32); "
-        "print(reply.choices[0].message.content)"
+        f"reply = client.{call}; print({answer})"
     )
     return "\n".join(
         [
-            f"curl -s {base_url}/chat/completions -H 'Content-Type: application/json'{auth} "
+            f"curl -s {base_url}/{route} -H 'Content-Type: application/json'{auth} "
             f"-d {shlex.quote(body)}",
             f"{shlex.quote(sys.executable)} -c {_double_quoted(python)}",
             f"curl -s {base_url}/amortized/info{auth}",
@@ -263,29 +344,113 @@ def usage_examples(base_url: str, model: str, api_key: str | None) -> str:
     )
 
 
-def _announce_when_ready(host: str, port: int, model: str, api_key: str | None) -> None:
-    client_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    root = f"http://{client_host}:{port}"
-    deadline = time.monotonic() + 3600
-    while time.monotonic() < deadline:
+@dataclass
+class ServeConsole:
+    """What ``amortized serve`` shows its user, apart from the engine's own output.
+
+    ``log_path`` is where the engine's output goes (None: to the console, ``--verbose``).
+    """
+
+    out: TextIO
+    err: TextIO
+    log_path: Path | None = None
+
+    def say(self, message: str) -> None:
+        """One progress line on the user's terminal."""
+        print(f"amortized: {message}", file=self.err, flush=True)
+
+    def engine_error(self, summary: str) -> AmortizedError:
+        """A one-line error for a failed start, pointing at the engine log's last error."""
+        if self.log_path is None:
+            return AmortizedError(summary)
+        lines = log_tail(self.log_path, 200).splitlines()
+        cause = next(
+            (line.strip() for line in reversed(lines) if "Error" in line and ":" in line), ""
+        )
+        cause = f"; last error in the log: {cause[-300:]}" if cause else ""
+        return AmortizedError(f"{summary}{cause} (engine log: {self.log_path})")
+
+
+def default_log_path(cache_dir: str | None, port: int) -> Path:
+    """``<cache>/logs/serve-<time>-<port>.log``: one file per start, never overwritten."""
+    from amortized.config import cache_dir as resolve_cache_dir
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return resolve_cache_dir(cache_dir) / "logs" / f"serve-{stamp}-{port}.log"
+
+
+@contextmanager
+def engine_output_to(log_path: Path | None) -> Iterator[ServeConsole]:
+    """Send everything written to this process's stdout/stderr (vLLM's logs, warnings, the
+    engine processes it spawns) to ``log_path``; the console keeps the user's terminal.
+
+    With ``log_path=None`` nothing is redirected (``--verbose``).
+    """
+    if log_path is None:
+        yield ServeConsole(sys.stdout, sys.stderr)
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    out = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    err = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    try:
+        yield ServeConsole(out, err, log_path)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        out.close()
+        err.close()
+
+
+def _announce_when_ready(
+    plan: LaunchPlan, model: str, api_key: str | None, console: ServeConsole
+) -> None:
+    client_host = "127.0.0.1" if plan.host in ("0.0.0.0", "", "::") else plan.host
+    root = f"http://{client_host}:{plan.port}"
+    started = time.monotonic()
+    ticking = console.log_path is not None and console.err.isatty()
+    while time.monotonic() < started + 3600:
         try:
             if httpx.get(f"{root}/health", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
+        if ticking:
+            console.err.write(
+                f"\ramortized: starting the engine... {time.monotonic() - started:.0f} s"
+            )
+            console.err.flush()
         time.sleep(0.5)
     else:
         return
-    examples = usage_examples(f"{root}/v1", model, api_key)
-    print(f"\namortized: serving {model!r} at {root}/v1. Try:\n{examples}\n", flush=True)
+    if ticking:
+        console.err.write("\n")
+    chat = (plan.provenance or {}).get("kind") != "base"
+    examples = usage_examples(f"{root}/v1", model, api_key, chat)
+    took = time.monotonic() - started
+    console.out.write(
+        f"\namortized: serving {model!r} at {root}/v1 (ready in {took:.0f} s). Try:\n{examples}\n\n"
+    )
+    console.out.flush()
 
 
-def run(plan: LaunchPlan) -> None:
+def run(plan: LaunchPlan, console: ServeConsole | None = None) -> None:
     """Start vLLM in this process with ``plan``; returns when the server stops.
 
     Callers check the port first (``check_port_free``) so a clash fails before any model
     is built; vLLM's own bind error is the backstop.
     """
+    console = console or ServeConsole(sys.stdout, sys.stderr)
     os.environ.update(plan.env)
     args = parse_vllm_args(plan.argv)
     from vllm.entrypoints.cli.serve import ServeSubcommand
@@ -298,7 +463,7 @@ def run(plan: LaunchPlan) -> None:
         target=_announce_when_ready,
         name="amortized-ready-banner",
         daemon=True,
-        args=(plan.host, plan.port, model_name, keys[0] or None),
+        args=(plan, model_name, keys[0] or None, console),
     )
     try:
         cli_env_setup()  # type: ignore[no-untyped-call]
@@ -309,4 +474,4 @@ def run(plan: LaunchPlan) -> None:
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
-        raise AmortizedError(f"vLLM failed: {type(exc).__name__}: {exc}") from exc
+        raise console.engine_error(f"vLLM failed: {type(exc).__name__}: {exc}") from exc
