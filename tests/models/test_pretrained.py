@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,18 +118,17 @@ def test_tool_template_renders_exactly_the_model_template_without_tools(smollm2,
 def test_tool_template_lists_tools_and_renders_calls_and_results(smollm2):
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2.path))
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    conversation: Any = [
+        {"role": "user", "content": "Look it up."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
+        },
+        {"role": "tool", "content": "found", "tool_call_id": "1"},
+    ]
     text = tokenizer.apply_chat_template(
-        [
-            {"role": "user", "content": "Look it up."},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {"type": "function", "function": {"name": "lookup", "arguments": "{}"}}
-                ],
-            },
-            {"role": "tool", "content": "found", "tool_call_id": "1"},
-        ],
+        conversation,
         tools=[tool],
         tokenize=False,
         add_generation_prompt=True,

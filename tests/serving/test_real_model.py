@@ -23,7 +23,7 @@ FACTS = [
     ("What is 2 + 2?", "4"),
 ]
 
-WEATHER_TOOL: dict[str, Any] = {
+WEATHER_TOOL: Any = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -115,7 +115,7 @@ def test_the_console_shows_progress_and_examples_that_answer(smollm2_server):
 
 def test_a_required_tool_call_comes_back_parsed_and_valid(smollm2_server):
     """Forced calls go through vLLM's hermes parser (structural tags), with strict arguments."""
-    tool = {**WEATHER_TOOL, "function": {**WEATHER_TOOL["function"], "strict": True}}
+    tool: Any = {**WEATHER_TOOL, "function": {**WEATHER_TOOL["function"], "strict": True}}
     reply = client(smollm2_server).chat.completions.create(
         model=SMOLLM2,
         messages=[{"role": "user", "content": "What is the weather in Paris, in celsius?"}],
