@@ -49,17 +49,46 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+def add_model_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--model``: with ``--base-url`` the served model's name; without, the model to serve
+    locally, a name from ``amortized models list`` (e.g. smollm2-135m-instruct) or a folder."""
+    parser.add_argument(
+        "--model",
+        help="with --base-url: the served model name; otherwise the model to serve, by name "
+        f"(amortized models list) or folder (default: {default})",
+    )
+
+
+def model_folder(model: str) -> Path:
+    """A model name (fetched or built first if needed) or a folder, as a folder."""
+    from amortized.models.default import DEFAULT_MODEL_NAME, ensure_default_model
+    from amortized.models.pretrained import PRETRAINED_MODELS, fetch_pretrained
+
+    if model in PRETRAINED_MODELS:
+        return fetch_pretrained(model).path
+    if model == DEFAULT_MODEL_NAME:
+        return ensure_default_model().path
+    return Path(model)
+
+
 @contextmanager
-def default_model_server(log: Path, max_model_len: int = 2048) -> Iterator[str]:
-    """The tiny default model behind ``amortized serve`` (prefix-cache blocks of 32), served
-    as ``default``; yields the server's root URL."""
-    from amortized.models.default import ensure_default_model
+def served_model(
+    model: str, log: Path, *vllm_args: str, max_model_len: int | None = 2048
+) -> Iterator[tuple[str, str]]:
+    """``amortized serve MODEL`` (prefix-cache blocks of 32) on a free port; yields the root
+    URL and the served model name (a model's own name, or the folder's name).
+
+    ``max_model_len=None`` keeps the model's own context length.
+    """
+    from amortized.models.pretrained import known_model_names
     from amortized.serving.process import ServerProcess, free_port
 
-    model = ensure_default_model()
+    name = model if model in known_model_names() else Path(model).name
     port = free_port()
-    argv = [sys.executable, "-m", "amortized", "serve", str(model.path), "--port", str(port)]
-    vllm_args = ["--block-size", "32", "--max-model-len", str(max_model_len)]
-    vllm_args += ["--served-model-name", "default"]
-    with ServerProcess([*argv, "--", *vllm_args], port, log) as server:
-        yield server.root_url
+    argv = [sys.executable, "-m", "amortized", "serve", model, "--port", str(port), "--verbose"]
+    options = ["--block-size", "32", "--served-model-name", name, *vllm_args]
+    if max_model_len is not None:
+        options += ["--max-model-len", str(max_model_len)]
+    print(f"serving {model} (log: {log})", file=sys.stderr)
+    with ServerProcess([*argv, "--", *options], port, log) as server:
+        yield server.root_url, name

@@ -40,7 +40,7 @@ from amortized.steering.pipeline import (
 )
 from amortized.steering.qa import QAItem, read_qa
 from amortized.steering.sft import SFTConfig, train_sft
-from benchmarks._harness import base_parser, print_table, write_json
+from benchmarks._harness import base_parser, model_folder, print_table, write_json
 
 
 def serve_and_label(
@@ -143,7 +143,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="a local model folder (default: miniature)")
+    parser.add_argument(
+        "--model",
+        help="a model name (amortized models list, e.g. smollm2-135m-instruct) or folder "
+        "(default: the miniature)",
+    )
     parser.add_argument("--data", type=Path, help="QA JSONL to label and train on")
     parser.add_argument("--eval-data", type=Path, help="held-out QA JSONL (default: 30%% split)")
     parser.add_argument("--layer", type=int, help="CASAL layer (default: the sweep's pick)")
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         train_items, eval_items = read_qa(miniature.train_qa), read_qa(miniature.eval_qa)
         truth = dict(miniature.truth)
     else:
-        model_dir = args.model
+        model_dir = model_folder(args.model)
         train_items = read_qa(args.data)
         if args.eval_data:
             eval_items = read_qa(args.eval_data)

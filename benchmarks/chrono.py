@@ -29,10 +29,11 @@ from tqdm import tqdm
 
 from amortized.serving.process import running_requests
 from benchmarks._harness import (
+    add_model_option,
     base_parser,
-    default_model_server,
     median,
     print_table,
+    served_model,
     write_json,
 )
 
@@ -285,9 +286,12 @@ def summarize(outcomes: list[Outcome], budgets: list[int]) -> dict[str, dict[str
 
 
 @contextmanager
-def local_server(logs: Path, max_model_len: int) -> Iterator[Target]:
-    with default_model_server(logs / "chrono-server.log", max_model_len) as root_url:
-        yield Target(root_url, None, "default")
+def local_server(model: str, logs: Path, max_model_len: int) -> Iterator[Target]:
+    with served_model(model, logs / "chrono-server.log", max_model_len=max_model_len) as (
+        root_url,
+        name,
+    ):
+        yield Target(root_url, None, name)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -378,9 +382,9 @@ async def run(args: Any, target: Target) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--base-url", help="an amortized server (default: start the tiny model)")
+    parser.add_argument("--base-url", help="an amortized server (default: start --model)")
     parser.add_argument("--api-key", help="the server's --api-key")
-    parser.add_argument("--model", default="default", help="served model name with --base-url")
+    add_model_option(parser, "amortized-default, the tiny model built here")
     parser.add_argument("--rate", type=float, default=3.0, help="speaking rate, words/s (3)")
     parser.add_argument("--words-per-chunk", type=int, default=2, help="words per append (2)")
     parser.add_argument("--answer-tokens", type=int, default=32, help="answer max_tokens (32)")
@@ -398,11 +402,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.base_url:
         root = args.base_url.rstrip("/").removesuffix("/v1")
-        result = asyncio.run(run(args, Target(root, args.api_key, args.model)))
+        result = asyncio.run(run(args, Target(root, args.api_key, args.model or "default")))
     else:
         from amortized.config import cache_dir
 
-        with local_server(cache_dir() / "logs", 2048) as target:
+        with local_server(args.model or "amortized-default", cache_dir() / "logs", 2048) as target:
             result = asyncio.run(run(args, target))
 
     rows = []

@@ -29,7 +29,7 @@ from amortized.serving.kv_prediction.training import (
     LayerAlignment,
     TrainingConfig,
 )
-from benchmarks._harness import base_parser, median, print_table, write_json
+from benchmarks._harness import base_parser, median, model_folder, print_table, write_json
 
 PROMPT_LENGTHS = (512, 2048, 4096)
 CONFIGS = ("base", "kvp025", "kvp05", "aux_only")
@@ -119,10 +119,14 @@ class BenchRecipe:
 QUICK_RECIPE = BenchRecipe(small_steps=400, base_steps=120, kvp_steps=60)
 
 
-def build_models(recipe: BenchRecipe, root: Path, layer_map: LayerAlignment) -> dict[str, Any]:
+def build_models(
+    recipe: BenchRecipe, root: Path, layer_map: LayerAlignment, base_model: Path | None = None
+) -> dict[str, Any]:
     """Train (or load from ``root``) the base model and the 0.25 / 0.5 predictors.
 
     The predictors' folders are named by layer map, so either map reuses the cached base.
+    ``base_model`` (a real model, ``--model``) replaces the grown base; only the predictors
+    are trained for it then.
     """
     import torch
 
@@ -193,7 +197,11 @@ def build_models(recipe: BenchRecipe, root: Path, layer_map: LayerAlignment) -> 
 
     root.mkdir(parents=True, exist_ok=True)
     data.write_text("\n".join(samples) + "\n")
-    base = ensure_folder(root / "base", build_base)
+    base = (
+        validate_model_folder(base_model)
+        if base_model is not None
+        else ensure_folder(root / "base", build_base)
+    )
     predictors = {}
     for name, fraction in (("kvp025", 0.25), ("kvp05", 0.5)):
         out = root / f"{name}-{layer_map}"
@@ -232,20 +240,25 @@ def describe_training(models: dict[str, Any]) -> dict[str, Any]:
     manifest = models["base"].manifest or {}
     built = manifest.get("recipe", {})
     recipe = built.get("recipe", {})
-    described: dict[str, Any] = {
-        "base": {
-            "trained": True,
-            "how": (
-                f"{recipe.get('small_steps')} steps of a {recipe.get('small_layers')}-layer "
-                f"model, its layers repeated to {recipe.get('shape', {}).get('num_layers')} "
-                f"(G_stack), then {recipe.get('base_steps')} steps at "
-                f"{recipe.get('seq_len')} tokens"
-            ),
-            "seconds": built.get("seconds"),
-            "seed_model_final_loss": built.get("seed_model_final_loss"),
-            "final_loss": built.get("final_loss"),
+    if built.get("kind") != "bench-kvp-base":
+        described: dict[str, Any] = {
+            "base": {"trained": False, "model": str(models["base"].path), "built": built}
         }
-    }
+    else:
+        described = {
+            "base": {
+                "trained": True,
+                "how": (
+                    f"{recipe.get('small_steps')} steps of a {recipe.get('small_layers')}-layer "
+                    f"model, its layers repeated to {recipe.get('shape', {}).get('num_layers')} "
+                    f"(G_stack), then {recipe.get('base_steps')} steps at "
+                    f"{recipe.get('seq_len')} tokens"
+                ),
+                "seconds": built.get("seconds"),
+                "seed_model_final_loss": built.get("seed_model_final_loss"),
+                "final_loss": built.get("final_loss"),
+            }
+        }
     for name in ("kvp025", "kvp05"):
         training = models[name].config.training
         described[name] = {
@@ -462,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache-dir", help="where the trained models are kept")
     parser.add_argument(
+        "--model",
+        help="a real base model by name (amortized models list, e.g. smollm2-135m-instruct) "
+        "or folder; predictors are trained for it (default: the grown toy base)",
+    )
+    parser.add_argument(
         "--layer-map",
         choices=LAYER_ALIGNMENTS,
         default="input",
@@ -470,19 +488,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from amortized.config import models_dir
 
+    base_model = model_folder(args.model) if args.model else None
+    prefix = f"bench-kvp-{Path(args.model).name}-" if args.model else "bench-kvp-"
     full = BenchRecipe()
-    root_full = models_dir(args.cache_dir) / f"bench-kvp-{full.fingerprint()}"
+    root_full = models_dir(args.cache_dir) / f"{prefix}{full.fingerprint()}"
     recipe = full
     if args.quick and not (root_full / f"kvp05-{args.layer_map}" / "kv_predictor.json").exists():
         recipe = QUICK_RECIPE
-    root = models_dir(args.cache_dir) / f"bench-kvp-{recipe.fingerprint()}"
+    root = models_dir(args.cache_dir) / f"{prefix}{recipe.fingerprint()}"
     lengths = (2048,) if args.quick else PROMPT_LENGTHS
     requests = args.requests or 20
     quality_items = args.quality_items or (20 if args.quick else 40)
     quality_length = lengths[0]
 
     build_start = time.perf_counter()
-    models = build_models(recipe, root, args.layer_map)
+    models = build_models(recipe, root, args.layer_map, base_model)
     build_seconds = time.perf_counter() - build_start
     training = describe_training(models)
     print(

@@ -33,7 +33,13 @@ from amortized.planners.evaluation import evaluate_program
 from amortized.planners.ipp import PlannerBudget, PlannerOptions, ProgramPlanner, Strategy
 from amortized.planners.policies import load_reference_policy, reference_policy_source
 from amortized.planners.sandbox import Sandbox
-from benchmarks._harness import base_parser, default_model_server, print_table, write_json
+from benchmarks._harness import (
+    add_model_option,
+    base_parser,
+    print_table,
+    served_model,
+    write_json,
+)
 
 GRASP_INSTANCES_TOTAL = 16000
 """2,000 published grids x 8 settings: the amortization horizon the paper quotes."""
@@ -234,8 +240,8 @@ def llm_target(args: Any) -> Iterator[LLMTarget | None]:
         yield LLMTarget(args.base_url, args.api_key, args.model)
     else:
         log = cache_dir() / "logs" / "planners-bench-server.log"
-        with default_model_server(log) as root_url:
-            yield LLMTarget(root_url + "/v1", None, "default")
+        with served_model(args.model or "amortized-default", log) as (root_url, name):
+            yield LLMTarget(root_url + "/v1", None, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,11 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="published GRASP data (default $AMORTIZED_GRASP_DIR, else generated grids)",
     )
-    parser.add_argument(
-        "--base-url", help="an OpenAI-compatible server (default: start the local tiny model)"
-    )
+    parser.add_argument("--base-url", help="an OpenAI-compatible server (default: start --model)")
     parser.add_argument("--api-key")
-    parser.add_argument("--model", help="served model name with --base-url")
+    add_model_option(parser, "amortized-default, the tiny model built here")
     parser.add_argument("--no-llm", action="store_true", help="baselines and sandbox only")
     parser.add_argument("--rounds", type=int, default=3, help="IPP refinement rounds")
     parser.add_argument("--train", type=int, default=20, help="instances IPP evaluates on")

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from amortized.tabular.drafting import speculative_config
-from benchmarks._harness import base_parser, median, print_table, write_json
+from benchmarks._harness import (
+    add_model_option,
+    base_parser,
+    median,
+    print_table,
+    served_model,
+    write_json,
+)
 
 MODES = {
     "single": {"rows_per_prompt": 1, "shared_demonstrations": False},
@@ -368,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--base-url", help="an OpenAI-compatible server (default: start one)")
     parser.add_argument("--api-key")
-    parser.add_argument("--model", help="served model name with --base-url")
+    add_model_option(parser, "a tiny Llama with a 16k context trained here on the format")
     parser.add_argument("--shots", type=int, default=256, help="shots for the throughput table")
     parser.add_argument("--tests", type=int, help="test rows (200 quick, 400)")
     parser.add_argument(
@@ -395,6 +402,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.base_url:
         result = measure(Target(args.base_url, args.api_key, args.model))
         model = args.model or args.base_url
+    elif args.model:
+        from amortized.config import cache_dir
+
+        options = ["--enable-prompt-tokens-details"]
+        if args.speculation in SPECULATION:
+            options += ["--speculative-config", SPECULATION[args.speculation]]
+        log = cache_dir() / "logs" / "tabular-bench.log"
+        with served_model(args.model, log, *options, max_model_len=None) as (root_url, name):
+            result = measure(Target(f"{root_url}/v1", None, name))
+        model = f"{args.model}; speculation: {args.speculation}"
     else:
         from amortized.config import cache_dir
 
