@@ -1,5 +1,6 @@
 """How ``amortized serve`` plans a vLLM launch (no engine started here)."""
 
+import json
 import shlex
 import socket
 
@@ -102,3 +103,12 @@ def test_usage_examples_carry_the_api_key_only_when_set():
     assert with_key.count("Authorization: Bearer sekret") == 2
     assert "api_key='sekret'" in with_key
     assert "Authorization" not in usage_examples("http://127.0.0.1:1/v1", "m", None)
+
+
+def test_guided_json_is_compact_unless_structured_outputs_are_configured(tiny_llama):
+    plan = plan_launch(str(tiny_llama.path), on_cpu=True, environ={})
+    config = plan.argv[plan.argv.index("--structured-outputs-config") + 1]
+    assert json.loads(config) == {"backend": "xgrammar", "disable_any_whitespace": True}
+    mine = ["--structured-outputs-config.backend", "guidance"]
+    plan = plan_launch(str(tiny_llama.path), vllm_args=mine, on_cpu=True, environ={})
+    assert not any(a == "--structured-outputs-config" for a in plan.argv)

@@ -115,6 +115,23 @@ def resolve_model(
     )
 
 
+COMPACT_JSON = json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})
+
+
+def structured_output_defaults(vllm_args: Sequence[str]) -> list[str]:
+    """Compact guided JSON unless the user configures structured outputs.
+
+    vLLM's grammars allow any whitespace between JSON tokens by default, and only as a
+    server setting (vLLM 0.32 ignores the per-request field); real small models then pad
+    answers with newlines until ``max_tokens`` cuts them off (SmolLM2 did on the tabular
+    route, docs/models.md). Compact JSON is still JSON. The setting needs a named backend:
+    xgrammar, the one vLLM's ``auto`` picks first.
+    """
+    if any(a.startswith("--structured-outputs-config") for a in vllm_args):
+        return []
+    return ["--structured-outputs-config", COMPACT_JSON]
+
+
 def model_defaults(resolved: ResolvedModel, vllm_args: Sequence[str]) -> list[str]:
     """Options a fetched model's provenance asks for, unless the user set them.
 
@@ -256,6 +273,7 @@ def plan_launch(
         extra_args, warnings = kv_prediction_args(kv_prediction, resolved, args)
         args += extra_args
     args += model_defaults(resolved_model, args)
+    args += structured_output_defaults(args)
     if on_cpu:
         args += cpu_defaults(args, environ)
     env = {"VLLM_PLUGINS": plugin_allowlist(environ)}
