@@ -130,7 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
     with launcher.engine_output_to(log_path) as console:
         planned = plan(console.say)
         where = f"; engine log: {log_path} (--verbose shows it here)" if log_path else ""
-        console.say(f"starting vLLM for {Path(planned.model).name}{where}")
+        console.say(f"starting vLLM for {planned.served_name}{where}")
         launcher.run(planned, console)
     return 0
 

@@ -112,3 +112,13 @@ def test_guided_json_is_compact_unless_structured_outputs_are_configured(tiny_ll
     mine = ["--structured-outputs-config.backend", "guidance"]
     plan = plan_launch(str(tiny_llama.path), vllm_args=mine, on_cpu=True, environ={})
     assert not any(a == "--structured-outputs-config" for a in plan.argv)
+
+
+def test_the_served_name_is_what_clients_use(tiny_llama):
+    args = ["--served-model-name", "t"]
+    plan = plan_launch(str(tiny_llama.path), vllm_args=args, on_cpu=True, environ={})
+    assert plan.served_name == "t"
+    args = ["--served-model-name=u"]
+    plan = plan_launch(str(tiny_llama.path), vllm_args=args, on_cpu=True, environ={})
+    assert plan.served_name == "u"
+    assert plan_launch(str(tiny_llama.path), on_cpu=True, environ={}).served_name == plan.model

@@ -47,6 +47,17 @@ class LaunchPlan:
     """A fetched model's provenance record (kind, licence, served dtype), if any."""
 
     @property
+    def served_name(self) -> str:
+        """The name clients use: ``--served-model-name`` if given, else the model."""
+        names = self.vllm_args
+        for index, arg in enumerate(names):
+            if arg == "--served-model-name" and index + 1 < len(names):
+                return names[index + 1]
+            if arg.startswith("--served-model-name="):
+                return arg.split("=", 1)[1]
+        return self.model
+
+    @property
     def argv(self) -> list[str]:
         """``serve MODEL --host H --port P ...``, as ``vllm`` takes it."""
         return ["serve", self.model, "--host", self.host, "--port", str(self.port), *self.vllm_args]
