@@ -28,6 +28,8 @@ class GGUFInfo:
     license: str | None
     file_type: int | None
     has_chat_template: bool
+    add_bos_token: bool | None
+    """Whether the tokenizer prepends BOS (Gemma must: without it, it degenerates)."""
 
 
 def _field(reader: Any, key: str) -> Any:
@@ -57,6 +59,7 @@ def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
         license=_field(reader, "general.license"),
         file_type=_field(reader, "general.file_type"),
         has_chat_template="tokenizer.chat_template" in reader.fields,
+        add_bos_token=_field(reader, "tokenizer.ggml.add_bos_token"),
     )
 
 
@@ -120,6 +123,9 @@ def convert_gguf(
     model.save_pretrained(out)
     if not keep_chat_template:
         tokenizer.chat_template = None
+    if info.add_bos_token is not None and hasattr(tokenizer, "add_bos_token"):
+        # transformers' GGUF tokenizer drops this flag; Gemma then runs without its BOS.
+        tokenizer.add_bos_token = bool(info.add_bos_token)  # type: ignore[misc]
     tokenizer.save_pretrained(out)
     if not keep_chat_template:
         (Path(out) / "chat_template.jinja").unlink(missing_ok=True)

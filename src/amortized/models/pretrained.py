@@ -38,7 +38,7 @@ from amortized.models.folder import (
     write_manifest,
 )
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 PROVENANCE_NAME = "amortized-provenance.json"
 TOOL_TEMPLATE_NAME = "tool_chat_template.jinja"
 PIP_TIMEOUT_S = 900
