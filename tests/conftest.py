@@ -8,7 +8,9 @@ with ``--api-key`` so the auth tests use the same server as everything else.
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from amortized.models import ModelFolder, TinyModelSpec, build_tiny_model
@@ -149,6 +151,18 @@ def smollm2_server(
     console = logs / "smollm2-console.log"
     with amortized_server(SMOLLM2, console, *vllm_args, serve_args=serve_args, env=env) as server:
         yield server
+
+
+def post_route(server: ServerProcess, route: str, body: Any, timeout: float = 300) -> Any:
+    """POST JSON to ``/v1/amortized/ROUTE`` with the test key; the JSON reply of a 200."""
+    reply = httpx.post(
+        f"{server.base_url}/amortized/{route}",
+        json=body,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=timeout,
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.json()
 
 
 def smollm2_engine_log(server: ServerProcess) -> Path:

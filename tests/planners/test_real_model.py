@@ -14,7 +14,6 @@ LLM cost would be amortized) when it met the validation bar.
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import pytest
 
 from amortized.llm import OpenAICompatibleBackend
@@ -25,7 +24,7 @@ from amortized.planners.ipp import PlannerBudget, PlannerOptions, RoundRecord, S
 from amortized.planners.library import ProgramLibrary
 from amortized.planners.solver import SolveOptions, solve_task
 from amortized.serving.process import ServerProcess
-from tests.conftest import API_KEY, SMOLLM2
+from tests.conftest import API_KEY, SMOLLM2, post_route
 
 pytestmark = pytest.mark.server
 
@@ -205,14 +204,7 @@ def test_route_plans_with_the_served_model(smollm2_server: ServerProcess) -> Non
         "prompt_price_per_million": PRICES.prompt_per_million,
         "completion_price_per_million": PRICES.completion_per_million,
     }
-    reply = httpx.post(
-        f"{smollm2_server.root_url}/v1/amortized/planners/solve",
-        json=body,
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=300,
-    )
-    assert reply.status_code == 200, reply.text
-    result = reply.json()
+    result = post_route(smollm2_server, "planners/solve", body)
     print(f"\n{describe(result['rounds'])}\nstatus {result['status']}")
     print(f"program {result['program_id']}:\n{result['program']}")
     errors = {o["error"].splitlines()[-1] for o in result["results"] if o["error"]}

@@ -11,13 +11,12 @@ is printed, not asserted.
 
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
 from amortized.serving.process import ServerProcess
-from tests.conftest import API_KEY, SMOLLM2_MAX_MODEL_LEN
+from tests.conftest import SMOLLM2_MAX_MODEL_LEN, post_route
 from tests.tabular.test_live import iris_rows
 
 pytestmark = pytest.mark.server
@@ -41,14 +40,7 @@ def test_route_labels_every_row_from_the_training_labels(smollm2_server: ServerP
         # Guided JSON, the default: compact per request, whatever the server's settings.
         "options": {"shots": SHOTS, "rows_per_prompt": ROWS_PER_PROMPT, "seeds": SEEDS},
     }
-    reply = httpx.post(
-        f"{smollm2_server.base_url}/amortized/tabular/predict",
-        json=body,
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=300,
-    )
-    assert reply.status_code == 200, reply.text
-    result = reply.json()
+    result = post_route(smollm2_server, "tabular/predict", body)
 
     assert result["object"] == "tabular.prediction"
     assert result["classes"] == SPECIES
