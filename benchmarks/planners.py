@@ -33,6 +33,7 @@ from amortized.planners.evaluation import evaluate_program
 from amortized.planners.ipp import PlannerBudget, PlannerOptions, ProgramPlanner, Strategy
 from amortized.planners.policies import load_reference_policy, reference_policy_source
 from amortized.planners.sandbox import Sandbox
+from amortized.planners.solver import SolveOptions
 from benchmarks._harness import (
     add_model_option,
     base_parser,
@@ -195,14 +196,25 @@ async def llm_comparison(
                         "success_rate": direct.success_rate,
                         "wall_s": direct_s,
                     },
-                    "amortization_ratio_16000": amortization_ratio(
-                        direct_per_instance, plan.usage.total_tokens, GRASP_INSTANCES_TOTAL
+                    "amortization_ratio_16000": (
+                        amortization_ratio(
+                            direct_per_instance, plan.usage.total_tokens, GRASP_INSTANCES_TOTAL
+                        )
+                        if both_did_the_work(report, direct.success_rate)
+                        else None
                     ),
                 }
             )
     finally:
         await backend.close()
     return rows
+
+
+def both_did_the_work(report: Any, direct_success_rate: float) -> bool:
+    """A ratio only compares two ways of solving the task: the program must be validated
+    (the reuse bar of ``amortized.planners.solver``) and the direct calls must solve some."""
+    validated = report is not None and report.success_rate >= SolveOptions().min_success_rate
+    return validated and direct_success_rate > 0
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -345,13 +357,17 @@ def main(argv: list[str] | None = None) -> int:
                     r["ipp"]["mean_score"] if r["ipp"]["mean_score"] is not None else "-",
                     r["direct"]["tokens_per_instance"],
                     r["direct"]["mean_score"],
-                    r["amortization_ratio_16000"],
+                    r["amortization_ratio_16000"] or "- (no validated program)",
                 ]
                 for r in llm_rows
             ],
         )
     grasp_rows = [r for r in result["baselines"] if r["signature"].startswith("GRASP")]
-    ratios = [r["amortization_ratio_16000"] for r in llm_rows if r["signature"].startswith("GRASP")]
+    ratios = [
+        r["amortization_ratio_16000"]
+        for r in llm_rows
+        if r["signature"].startswith("GRASP") and r["amortization_ratio_16000"] is not None
+    ]
     result["summary"] = {
         "sandbox_instances_per_s": result["sandbox"]["instances_per_s"],
         "grasp_greedy_mean": sum(r["greedy"]["mean_score"] for r in grasp_rows) / len(grasp_rows),

@@ -55,7 +55,7 @@ def _add_serve(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (%(default)s)")
     p.add_argument(
         "--cache-dir",
-        help="where locally built models live (default: $AMORTIZED_CACHE_DIR or the XDG cache)",
+        help="where fetched and built models live (default: $AMORTIZED_CACHE_DIR or the XDG cache)",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the equivalent `vllm serve` command and exit"
