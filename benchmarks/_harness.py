@@ -59,16 +59,11 @@ def add_model_option(parser: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def model_folder(model: str) -> Path:
+def model_folder(model: str, cache_dir: str | None = None) -> Path:
     """A model name (fetched or built first if needed) or a folder, as a folder."""
-    from amortized.models.default import DEFAULT_MODEL_NAME, ensure_default_model
-    from amortized.models.pretrained import PRETRAINED_MODELS, fetch_pretrained
+    from amortized.serving.launcher import resolve_model
 
-    if model in PRETRAINED_MODELS:
-        return fetch_pretrained(model).path
-    if model == DEFAULT_MODEL_NAME:
-        return ensure_default_model().path
-    return Path(model)
+    return Path(resolve_model(model, cache_dir).model)
 
 
 @contextmanager

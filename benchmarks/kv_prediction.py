@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from amortized.config import models_dir
 
-    base_model = model_folder(args.model) if args.model else None
+    base_model = model_folder(args.model, args.cache_dir) if args.model else None
     prefix = f"bench-kvp-{Path(args.model).name}-" if args.model else "bench-kvp-"
     full = BenchRecipe()
     root_full = models_dir(args.cache_dir) / f"{prefix}{full.fingerprint()}"

@@ -14,6 +14,7 @@ For one model from ``amortized models list`` (default SmolLM2-135M-Instruct):
 
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": REPEATS,
         "decode_tokens": DECODE_TOKENS,
         "provenance": {k: provenance.get(k) for k in ("licence", "gguf", "stored_dtype")},
-        "machine": {"cpus": __import__("os").cpu_count()},
+        "machine": {"cpus": os.cpu_count()},
     }
     print(
         f"\nfetch + convert from an empty cache: {fetch['fetch_and_convert_s']:.1f} s; "

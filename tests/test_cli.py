@@ -93,3 +93,26 @@ def test_build_tiny_then_dry_run(tmp_path):
     proc = run_cli("serve", str(out), "--dry-run", "--port", "8111")
     assert proc.returncode == 0, proc.stderr
     assert f"vllm serve {out} --host 127.0.0.1 --port 8111" in proc.stdout
+
+
+def test_an_unwritable_engine_log_is_one_line(tiny_llama, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    proc = run_cli("serve", str(tiny_llama.path), "--port", str(free), "--log-file", str(tmp_path))
+    assert_one_line_error(proc, "cannot write the engine log", "--verbose")
+
+
+@pytest.mark.slow
+def test_a_failed_engine_start_is_one_line_quoting_the_log(tiny_llama, tmp_path):
+    """The console stays short; the error names the engine's own reason and the log."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    log = tmp_path / "engine.log"
+    argv = ["serve", str(tiny_llama.path), "--port", str(free), "--log-file", str(log)]
+    proc = run_cli(*argv, "--", "--kv-cache-memory-bytes", "1")
+    last = assert_one_line_error(proc, "vLLM failed", f"(engine log: {log})")
+    assert "last error in the log: ValueError: No available memory for the cache blocks" in last
+    assert len(proc.stderr.strip().splitlines()) == 2  # "starting vLLM ..." and the error
+    assert "Traceback" in log.read_text()  # the details are in the log, not on the console

