@@ -500,8 +500,8 @@ def fetch_pretrained(
                 return folder
     if model.needs_acceptance and not accept_licence:
         raise FetchError(
-            f"{model.name} is under the {model.licence} ({model.licence_url}); read them and "
-            "pass --accept-license to fetch it"
+            f"{model.name} is under the {model.licence} ({model.licence_url}); read them, "
+            f"then fetch it with `amortized models fetch {model.name} --accept-license`"
         )
 
     def build(staging: Path) -> None:

@@ -98,15 +98,6 @@ def resolve_model(
 
     name = DEFAULT_SERVED_MODEL if model is None else model
     if name in PRETRAINED_MODELS and not Path(name).exists():
-        spec = PRETRAINED_MODELS[name]
-        if spec.needs_acceptance:
-            from amortized.models.pretrained import pretrained_path
-
-            if not pretrained_path(spec, cache_dir).is_dir():
-                raise AmortizedError(
-                    f"{name} is under the {spec.licence}; fetch it first with "
-                    f"`amortized models fetch {name} --accept-license`"
-                )
         folder = fetch_pretrained(name, cache_dir, say=say).path.resolve()
         return ResolvedModel(str(folder), name, read_provenance(folder))
     if name == BUILT_DEFAULT_MODEL_NAME and not Path(name).exists():
@@ -504,7 +495,7 @@ def run(plan: LaunchPlan, console: ServeConsole | None = None) -> None:
     from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
     from vllm.logger import configure_logging_from_args
 
-    model_name = (args.served_model_name or [plan.model])[0]
+    model_name = plan.served_name
     keys = args.api_key or [os.environ.get("VLLM_API_KEY") or ""]
     stopped = threading.Event()
     banner = threading.Thread(
