@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 LIMITS = SandboxLimits(call_timeout_s=0.5, total_timeout_s=60.0, max_restarts=3)
 
 MODES = [
-    pytest.param(False, id="rlimits"),
+    pytest.param(False, id="weak"),
     pytest.param(
         True,
         id="bwrap",
@@ -42,7 +42,12 @@ MODES = [
 
 @pytest.fixture(scope="module", params=MODES)
 def sandbox(request: pytest.FixtureRequest) -> Sandbox:
-    return Sandbox(LIMITS, use_bubblewrap=request.param)
+    return Sandbox(LIMITS, use_bubblewrap=request.param, allow_weak=True)
+
+
+def weak(limits: SandboxLimits = LIMITS) -> Sandbox:
+    """A sandbox in weak mode (no bubblewrap), explicitly allowed."""
+    return Sandbox(limits, use_bubblewrap=False, allow_weak=True)
 
 
 def program(body: str) -> str:
@@ -184,7 +189,7 @@ def test_load_errors_fail_every_input(sandbox: Sandbox, source: str, fragment: s
 
 
 def test_module_level_infinite_loop_is_a_load_error() -> None:
-    run = Sandbox(LIMITS, use_bubblewrap=False).run("while True:\n    pass\n", [1])
+    run = weak(LIMITS).run("while True:\n    pass\n", [1])
     assert run.load_error is not None
     assert "timed out" in run.load_error
 
@@ -201,7 +206,7 @@ def test_exception_traceback_is_truncated_at_its_end() -> None:
             return "fine"
         """
     )
-    run = Sandbox(limits, use_bubblewrap=False).run(source, [1, 0])
+    run = weak(limits).run(source, [1, 0])
     error = run.results[0].error
     assert run.results[0].status is CallStatus.ERROR
     assert error is not None
@@ -213,7 +218,7 @@ def test_exception_traceback_is_truncated_at_its_end() -> None:
 
 def test_traceback_shows_program_lines_not_the_worker() -> None:
     source = "def solve(x):\n    return 1 / x\n"
-    error = Sandbox(LIMITS, use_bubblewrap=False).run(source, [0]).results[0].error
+    error = weak(LIMITS).run(source, [0]).results[0].error
     assert error is not None
     assert 'File "<program>", line 2, in solve' in error
     assert "ZeroDivisionError" in error
@@ -233,13 +238,13 @@ def test_traceback_shows_program_lines_not_the_worker() -> None:
 def test_return_values_must_be_bounded_json(
     returned: str, status: CallStatus, value: object, fragment: str | None
 ) -> None:
-    run = Sandbox(LIMITS, use_bubblewrap=False).run(f"def solve(x):\n    return {returned}\n", [0])
+    run = weak(LIMITS).run(f"def solve(x):\n    return {returned}\n", [0])
     result = run.results[0]
     assert (result.status, result.value) == (status, value)
     assert fragment is None or (result.error is not None and fragment in result.error)
 
 
-def test_workdir_is_private_writable_and_removed(
+def test_no_file_can_be_written_and_the_environment_is_minimal(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AMORTIZED_SANDBOX_SECRET", "leak")
@@ -247,32 +252,20 @@ def test_workdir_is_private_writable_and_removed(
         """
         import os
         def solve(x):
-            with open("scratch.txt", "a") as f:
-                f.write(str(x))
-            with open("scratch.txt") as f:
-                kept = f.read()
-            return [kept, os.getcwd(), os.environ.get("HOME"), sorted(os.environ)]
+            if x == "write":
+                with open("scratch.txt", "a") as f:
+                    f.write("x")
+            return [os.getcwd(), os.environ.get("HOME"), sorted(os.environ), os.listdir(".")]
         """
     )
-    run = sandbox.run(source, [1, 2])
-    kept, cwd, home, env = run.results[1].value
-    assert kept == "12"
+    run = sandbox.run(source, ["write", "look"])
+    assert_blocked(run.results[0], "Permission denied", "not permitted", "Read-only")
+    cwd, home, env, entries = run.results[1].value
     assert cwd == home
+    assert entries == []
     assert "AMORTIZED_SANDBOX_SECRET" not in env
     assert "PATH" in env
-    assert not Path(cwd).exists()
-
-
-def test_large_file_hits_the_file_size_limit(sandbox: Sandbox) -> None:
-    result, _ = attack(
-        sandbox,
-        """
-        def attack(arg):
-            with open("big.bin", "wb") as f:
-                f.write(b"0" * (3 * 2**20))
-        """,
-    )
-    assert_blocked(result, "File too large")
+    assert sandbox.use_bubblewrap or not Path(cwd).exists()
 
 
 # -- limits, timeouts and restarts ------------------------------------------------------------
@@ -316,7 +309,7 @@ def test_hard_timeout_kills_respawns_and_continues(sandbox: Sandbox) -> None:
 
 def test_too_many_restarts_stop_the_run() -> None:
     limits = SandboxLimits(call_timeout_s=1.0, max_restarts=2)
-    run = Sandbox(limits, use_bubblewrap=False).run("import os\nsolve = os._exit\n", [1] * 6)
+    run = weak(limits).run("import os\nsolve = os._exit\n", [1] * 6)
     errors = [r.error or "" for r in run.results]
     assert all("worker exited with code 1" in e for e in errors[:3])
     assert all("too many worker restarts" in e for e in errors[3:])
@@ -326,7 +319,7 @@ def test_too_many_restarts_stop_the_run() -> None:
 def test_total_timeout_ends_the_run() -> None:
     limits = SandboxLimits(call_timeout_s=1.0, total_timeout_s=2.0)
     source = "import time\ndef solve(x):\n    time.sleep(0.5)\n    return x\n"
-    run = Sandbox(limits, use_bubblewrap=False).run(source, list(range(10)))
+    run = weak(limits).run(source, list(range(10)))
     statuses = [r.status for r in run.results]
     assert statuses[0] is CallStatus.OK
     assert CallStatus.TIMEOUT in statuses
@@ -338,13 +331,13 @@ def test_total_timeout_ends_the_run() -> None:
 def test_cpu_limit_recycles_the_worker_between_calls() -> None:
     limits = SandboxLimits(call_timeout_s=1.0, cpu_time_s=1)
     source = "import time\ndef solve(x):\n    end = time.process_time() + 0.2\n    while time.process_time() < end:\n        pass\n    return x\n"  # noqa: E501
-    run = Sandbox(limits, use_bubblewrap=False).run(source, list(range(8)))
+    run = weak(limits).run(source, list(range(8)))
     assert [r.value for r in run.results] == list(range(8))
     assert run.worker_starts >= 2
 
 
 def test_misuse_raises_sandbox_error() -> None:
-    sandbox = Sandbox(LIMITS, use_bubblewrap=False)
+    sandbox = weak(LIMITS)
     with pytest.raises(SandboxError, match="JSON-serializable"):
         sandbox.run(ECHO, [object()])
     with pytest.raises(SandboxError, match="module:function"):
@@ -679,7 +672,7 @@ def test_seccomp_filter_builds(machine: str) -> None:
     code = build_filter(machine, pid=1234)
     assert code is not None
     assert len(code) % 8 == 0
-    assert len(code) // 8 < 100
+    assert len(code) // 8 < 200
     assert build_filter("sparc", pid=1) is None
 
 
@@ -692,20 +685,21 @@ def test_limits_are_validated() -> None:
 
 
 def test_worker_uses_this_interpreter() -> None:
-    run = Sandbox(LIMITS, use_bubblewrap=False).run(
+    run = weak(LIMITS).run(
         "import sys\ndef solve(x):\n    return sys.version\n", [0]
     )
     assert run.results[0].value == sys.version
 
 
 def test_nproc_headroom_counts_the_users_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _nproc_limit(64, own_uid=True) == 64  # a run's own uid: exact
     monkeypatch.setattr(os, "getuid", lambda: 0)
-    assert _nproc_limit(64) is None  # not enforced for root: seccomp and bwrap do the work
+    assert _nproc_limit(64) is None  # root is not limited; its workers get their own uid
     monkeypatch.setattr(os, "getuid", lambda: 424242)
     assert _nproc_limit(64) == 64
 
 
 def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
-    run = Sandbox(LIMITS, use_bubblewrap=False).run(ECHO, [1, 2], progress=True)
+    run = weak(LIMITS).run(ECHO, [1, 2], progress=True)
     assert run.counts()["ok"] == 2
     assert "2/2" in capsys.readouterr().err

@@ -8,7 +8,9 @@ frames are size-bounded and their content is validated by the parent.
 from __future__ import annotations
 
 import json
+import re
 import struct
+import sys
 from typing import Any
 
 HEADER = struct.Struct(">I")
@@ -85,3 +87,52 @@ def decode(payload: bytes) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise ProtocolError("frame is not a JSON object")
     return message
+
+
+_UNSAFE_CHARS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff]"
+)
+"""Control characters (terminal escape sequences start with ESC), bidirectional overrides that
+reorder what a reader sees, line separators, and lone surrogates (they cannot be encoded)."""
+
+
+def safe_text(text: str) -> str:
+    """``text`` with every unsafe character written as a visible escape (``\\x1b``)."""
+    return _UNSAFE_CHARS.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+class ValueRejected(ProtocolError):
+    """A well-formed return value the parent will not keep (too big, or unencodable text)."""
+
+    def __init__(self, reason: str, *, over_budget: bool) -> None:
+        super().__init__(reason)
+        self.over_budget = over_budget
+
+
+def value_size(value: Any, budget: int) -> int:
+    """Bytes ``value`` (decoded JSON) holds in this process, or :class:`ValueRejected` once it
+    passes ``budget`` or holds a lone surrogate. Iterative: depth costs no recursion."""
+    total = 0
+    stack = [value]
+    getsizeof = sys.getsizeof
+    while stack:
+        item = stack.pop()
+        total += getsizeof(item)
+        if total > budget:
+            raise ValueRejected("the result does not fit the run's memory budget", over_budget=True)
+        if isinstance(item, str):
+            if _SURROGATES.search(item):
+                raise ValueRejected(
+                    "return value has a string with a lone surrogate (not encodable text)",
+                    over_budget=False,
+                )
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return total
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")

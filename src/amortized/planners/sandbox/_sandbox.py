@@ -1,21 +1,22 @@
 """Run an untrusted program over many inputs in a contained, reusable worker process.
 
 One worker loads the program once and calls it on a stream of inputs (start-up is amortized);
-results stream back over a dedicated pipe while the parent enforces the per-call and total wall
+results come back over a dedicated pipe while the parent enforces the per-call and total wall
 clocks, kills the worker's process group on a hard timeout, crash or protocol violation, and
 respawns a fresh worker for the remaining inputs.
 
 Everything the worker sends is untrusted: the program shares its process and can monkeypatch
-the harness or write to its pipes. The parent therefore bounds every frame, requires results for
-exactly the requested indices in order, and treats anything else as an error for that call.
-Return values are data for the trusted parent to validate and score, never to execute.
+the harness or write to its pipes. The parent therefore sends one input at a time (a result is
+accepted only for the call in flight), bounds every frame, checks every field's exact type and
+range, budgets the memory decoded values take, escapes control characters in text, and turns
+any failure while handling a message into that call's error. Return values are data for the
+trusted parent to validate and score, never to execute.
 
-Layers, strongest first: bubblewrap when usable (read-only root; no network; own PID, IPC and UTS
-namespaces; empty /tmp, /run, /root and /home; only the work directory writable), a seccomp
-filter (no fork/exec, sockets, signals to others, ptrace, mounts, namespaces), rlimits, and the
-Python guard. Without bubblewrap, a determined program that gets past the guard can still read
-and write whatever the user can (files, and other same-user processes via /proc/PID/mem); the
-kernel filter still stops it from spawning processes, opening sockets or signalling.
+Layers, strongest first: bubblewrap (an allowlisted read-only root, private namespaces, no
+network), a run-specific unprivileged uid when the parent is root, a seccomp allowlist (no
+processes or threads, no signals to others, no writing files, no sockets), rlimits, and the
+Python guard. Without bubblewrap ("weak" mode, an explicit opt-in) the program can read what
+its uid can read; docs/sandbox.md states what each mode guarantees.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import math
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import IO, Any
 
-from amortized.planners.sandbox import _launch, _protocol
+from amortized.planners.sandbox import _cleanup, _identity, _launch, _protocol
 from amortized.planners.sandbox._types import (
     CallResult,
     CallStatus,
@@ -53,6 +53,16 @@ _INTERNAL_ERROR_EXIT = 70
 _READ_CHUNK = 1 << 20
 _WRITE_CHUNK = 1 << 16
 _DRIVER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_MAX_DURATION_S = 1e6
+_STATUS_VALUES = frozenset(status.value for status in CallStatus)
+WEAK_MODE_ENV = "AMORTIZED_SANDBOX_ALLOW_WEAK"
+"""Set to 1 to run programs without bubblewrap (weak mode); see docs/sandbox.md."""
+_WEAK_REFUSAL = (
+    "bubblewrap is not usable here ({why}), and without it the sandbox is weaker (the "
+    "program can read what its uid can read). Install it (apt-get install bubblewrap; in a "
+    "container, allow user namespaces or run privileged), or accept the weak mode with "
+    f"{WEAK_MODE_ENV}=1 or Sandbox(allow_weak=True). See docs/sandbox.md."
+)
 
 
 def bubblewrap_available() -> bool:
@@ -65,12 +75,15 @@ def _hard_timeout(soft_s: float) -> float:
     return soft_s * 1.25 + 0.5
 
 
-def _nproc_limit(headroom: int) -> int | None:
-    """RLIMIT_NPROC for a worker: this uid's current task count plus ``headroom``.
+def _nproc_limit(headroom: int, *, own_uid: bool = False) -> int | None:
+    """RLIMIT_NPROC for a worker: exactly ``headroom`` when the run has a uid of its own,
+    else this uid's current task count plus ``headroom``.
 
     The kernel counts every process and thread of the real uid, so a fixed small number would
     stop the worker of a busy user from even starting; for root it is not enforced at all.
     """
+    if own_uid:
+        return max(1, headroom)
     uid = os.getuid()
     if uid == 0:
         return None
@@ -125,7 +138,7 @@ class _Worker:
         self.stderr: IO[bytes] = tempfile.TemporaryFile(  # noqa: SIM115 - closed in close()
             prefix="amortized-sandbox-stderr-"
         )
-        argv = _launch.worker_command(workdir, cmd_read, result_write, bubblewrap=bubblewrap)
+        argv = _launch.worker_command(cmd_read, result_write, bubblewrap=bubblewrap)
         try:
             self.process = subprocess.Popen(
                 argv,
@@ -133,7 +146,7 @@ class _Worker:
                 stdout=subprocess.DEVNULL,
                 stderr=self.stderr,
                 pass_fds=(cmd_read, result_write),
-                cwd=workdir,
+                cwd="/" if bubblewrap else workdir,
                 env=_launch.worker_env(workdir),
                 start_new_session=True,
             )
@@ -225,6 +238,9 @@ class _Run:
         self.loaded_once = False
         self.load_error: str | None = None
         self.seccomp = False
+        self.worker_uid: int | None = None
+        self.value_budget = limits.result_memory_mb * 1024 * 1024
+        self.value_used = 0
         self.started = time.monotonic()
         self.deadline = self.started + limits.total_timeout_s
         self.load_timeout = float(config["limits"]["load_timeout_s"])
@@ -280,7 +296,11 @@ class _Run:
 
 
 class _Session:
-    """One worker's life: start-up, program load, then calls until done or something breaks."""
+    """One worker's life: start-up, program load, then calls until done or something breaks.
+
+    Inputs go one at a time: the next is written only once the result for the one in flight
+    is in, so a result can only ever be claimed for the call that is running.
+    """
 
     def __init__(self, run: _Run) -> None:
         self.run_state = run
@@ -288,8 +308,11 @@ class _Session:
         self.phase = _Phase.STARTUP
         self.calls = 0
         self.reader = _protocol.FrameReader(run.max_frame)
-        self.pending = memoryview(b"".join([run.config_frame, *run.frames[run.next_index :]]))
+        first = run.frames[run.next_index] if not run.done else b""
+        self.pending = memoryview(run.config_frame + first)
         self.worker = _Worker(run.workdir, bubblewrap=run.bubblewrap)
+        self.poller = select.poll()
+        self.writing = False
         run.worker_starts += 1
         self.deadline = time.monotonic() + _STARTUP_TIMEOUT_S
         self.call_started = time.monotonic()
@@ -297,17 +320,17 @@ class _Session:
     def run(self) -> None:
         worker = self.worker
         try:
-            poller = select.poll()
-            poller.register(worker.result_fd, select.POLLIN)
-            poller.register(worker.cmd_fd, select.POLLOUT)
+            self.poller.register(worker.result_fd, select.POLLIN)
+            self._flush()
             while True:
                 limit = min(self.deadline, self.run_state.deadline)
                 wait_ms = max(0, math.ceil((limit - time.monotonic()) * 1000))
-                for fd, event in poller.poll(wait_ms):
+                for fd, event in self.poller.poll(wait_ms):
                     if fd == worker.cmd_fd:
-                        if not self._write(event):
-                            poller.unregister(fd)
-                            worker.close_cmd()
+                        if event & (select.POLLERR | select.POLLHUP):
+                            self._stop_writing()
+                        else:
+                            self._flush()
                     elif fd == worker.result_fd and self._read():
                         return
                 # Only after reading: results that arrived while we were descheduled count.
@@ -317,18 +340,33 @@ class _Session:
         finally:
             worker.close()
 
-    def _write(self, event: int) -> bool:
-        """Send what the pipe takes; False once everything is sent or the worker is gone."""
-        if event & (select.POLLERR | select.POLLHUP):
-            return False
-        try:
-            written = os.write(self.worker.cmd_fd, self.pending[:_WRITE_CHUNK])
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        self.pending = self.pending[written:]
-        return len(self.pending) > 0
+    def _send_next_input(self) -> None:
+        run = self.run_state
+        if not run.done:
+            self.pending = memoryview(run.frames[run.next_index])
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write what the pipe takes now; wait for POLLOUT only if something is left."""
+        while self.pending:
+            try:
+                written = os.write(self.worker.cmd_fd, self.pending[:_WRITE_CHUNK])
+            except BlockingIOError:
+                break
+            except OSError:  # the worker is gone; its exit is read from the result pipe
+                self.pending = memoryview(b"")
+                break
+            self.pending = self.pending[written:]
+        if self.pending and not self.writing:
+            self.poller.register(self.worker.cmd_fd, select.POLLOUT)
+            self.writing = True
+        elif not self.pending:
+            self._stop_writing()
+
+    def _stop_writing(self) -> None:
+        if self.writing:
+            self.poller.unregister(self.worker.cmd_fd)
+            self.writing = False
 
     def _read(self) -> bool:
         """Handle what arrived; True when this session is over."""
@@ -344,8 +382,10 @@ class _Session:
             try:
                 if self._on_message(_protocol.decode(payload)):
                     return True
-            except _protocol.ProtocolError as exc:
-                self._on_violation(str(exc))
+            except SandboxError:
+                raise  # the worker failed before any program ran (trusted start-up)
+            except Exception as exc:  # noqa: BLE001 - whatever it sent, the call fails, not us
+                self._on_violation(_violation_text(exc))
                 return True
         if broken is not None:
             self._on_violation(broken)
@@ -365,12 +405,15 @@ class _Session:
             if kind != "started":
                 raise _protocol.ProtocolError(f"unexpected {kind!r} message during start-up")
             run.seccomp = message.get("seccomp") is True
+            uid = message.get("uid")
+            run.worker_uid = uid if type(uid) is int else None
             self.phase = _Phase.LOAD
             self.deadline = now + _hard_timeout(run.load_timeout)
             return False
         if self.phase is _Phase.LOAD:
-            if kind == "load_error" and isinstance(message.get("e"), str):
-                self._on_load_error(_clip(message["e"], self.limits.traceback_chars + 200))
+            error = message.get("e")
+            if kind == "load_error" and type(error) is str:
+                self._on_load_error(_clip(error, self.limits.traceback_chars + 200))
                 return True
             if kind != "ready":
                 raise _protocol.ProtocolError(f"unexpected {kind!r} message during load")
@@ -379,46 +422,70 @@ class _Session:
             self.deadline = now + _hard_timeout(self.limits.call_timeout_s)
             self.call_started = now
             return run.done
-        if kind == "recycle" and message.get("i") == run.next_index and self.calls > 0:
+        index = message.get("i")
+        if kind == "recycle" and type(index) is int and index == run.next_index and self.calls:
             self.worker.stop(wait_s=1.0)
             return True
-        run.record(self._result(message))
+        result, spent = self._result(message)
+        run.record(result)
+        if spent:
+            run.fill_rest(CallStatus.ERROR, spent)
+            return True
         self.calls += 1
         self.deadline = now + _hard_timeout(self.limits.call_timeout_s)
         self.call_started = now
+        self._send_next_input()
         return run.done
 
-    def _result(self, message: dict[str, Any]) -> CallResult:
-        """A validated result for the expected index, or :class:`ProtocolError`."""
-        expected = self.run_state.next_index
+    def _result(self, message: dict[str, Any]) -> tuple[CallResult, str | None]:
+        """A validated result for the call in flight (or :class:`ProtocolError`), and why the
+        run's budget for results is spent, if it now is."""
+        run = self.run_state
+        expected = run.next_index
         keys = set(message)
-        allowed = {"t", "i", "s", "e", "o", "d", "v"}
-        if message.get("t") != "result" or not keys <= allowed:
+        if message.get("t") != "result" or not keys <= {"t", "i", "s", "e", "o", "d", "v"}:
             raise _protocol.ProtocolError(f"unexpected message {sorted(keys)!r}")
         index = message.get("i")
         if type(index) is not int or index != expected:
             raise _protocol.ProtocolError(f"result for index {index!r}, expected {expected}")
         raw_status = message.get("s")
-        if raw_status not in {s.value for s in CallStatus}:
+        if type(raw_status) is not str or raw_status not in _STATUS_VALUES:
             raise _protocol.ProtocolError("result with an unknown status")
         status = CallStatus(raw_status)
         error, output, duration = message.get("e"), message.get("o"), message.get("d")
         ok = status is CallStatus.OK
         if ok != ("v" in message) or ok != (error is None):
             raise _protocol.ProtocolError("result value/error do not match its status")
-        if not isinstance(output, str) or not (error is None or isinstance(error, str)):
+        if type(output) is not str or not (error is None or type(error) is str):
             raise _protocol.ProtocolError("result output or error is not a string")
-        if not isinstance(duration, int | float) or not 0 <= duration < math.inf:
-            raise _protocol.ProtocolError("result duration is not a number")
+        if type(duration) not in (int, float) or not 0 <= duration <= _MAX_DURATION_S:
+            raise _protocol.ProtocolError("result duration is not a number of seconds")
         limits = self.limits
-        return CallResult(
+        value = message.get("v")
+        output = _clip(output, limits.output_chars + 100)
+        error = None if error is None else _clip(error, limits.traceback_chars + 200)
+        spent: str | None = None
+        try:
+            run.value_used += _protocol.value_size(
+                [value, output, error], run.value_budget - run.value_used
+            )
+        except _protocol.ValueRejected as exc:
+            status, value, error = CallStatus.ERROR, None, str(exc)
+            if exc.over_budget:
+                spent = (
+                    f"not run: the run's budget for results ({limits.result_memory_mb:g} MB "
+                    "decoded) is spent"
+                )
+                error = spent.replace("not run: ", "")
+        result = CallResult(
             index=index,
             status=status,
-            value=message.get("v"),
-            error=None if error is None else _clip(error, limits.traceback_chars + 200),
-            output=_clip(output, limits.output_chars + 100),
+            value=value,
+            error=error,
+            output=output,
             duration_s=min(float(duration), _hard_timeout(limits.call_timeout_s)),
         )
+        return result, spent
 
     def _on_load_error(self, error: str) -> None:
         run = self.run_state
@@ -487,28 +554,44 @@ class _Session:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "[... cut]"
+    """At most ``limit`` characters of untrusted text, with control characters escaped."""
+    text = text if len(text) <= limit else text[:limit] + "[... cut]"
+    return _protocol.safe_text(text)
+
+
+def _violation_text(exc: Exception) -> str:
+    if isinstance(exc, _protocol.ProtocolError):
+        return str(exc)
+    return f"{type(exc).__name__} while reading it"
 
 
 class Sandbox:
     """Runs programs over inputs in contained workers; reusable, one worker per run at a time.
 
-    Containment: a separate process group with rlimits (CPU, address space, file size,
-    processes, no core dumps), a private work directory as cwd and HOME, a minimal environment,
-    a seccomp filter (no processes, sockets or signals to others), a Python guard (no dangerous
-    modules or functions, file access confined to the work directory) and, where available,
-    bubblewrap (read-only root, no network, PID namespace, hidden /tmp, /run and home).
+    ``use_bubblewrap``: None uses it when usable; True requires it. Without it the sandbox runs
+    in weak mode, which needs ``allow_weak=True`` or ``AMORTIZED_SANDBOX_ALLOW_WEAK=1``
+    (otherwise :class:`SandboxError` says how to get bubblewrap). docs/sandbox.md has the
+    threat model of both modes.
     """
 
     def __init__(
-        self, limits: SandboxLimits | None = None, *, use_bubblewrap: bool | None = None
+        self,
+        limits: SandboxLimits | None = None,
+        *,
+        use_bubblewrap: bool | None = None,
+        allow_weak: bool | None = None,
     ) -> None:
         self.limits = limits or SandboxLimits()
-        if use_bubblewrap is None:
-            use_bubblewrap = bubblewrap_available()
-        elif use_bubblewrap and not bubblewrap_available():
+        available = bubblewrap_available()
+        if use_bubblewrap and not available:
             raise SandboxError("bubblewrap was requested but bwrap is missing or not permitted")
-        self.use_bubblewrap = use_bubblewrap
+        self.use_bubblewrap = available if use_bubblewrap is None else use_bubblewrap
+        if allow_weak is None:
+            allow_weak = os.environ.get(WEAK_MODE_ENV, "").strip().lower() in {"1", "true", "yes"}
+        if not self.use_bubblewrap and not allow_weak:
+            why = "switched off" if available else "bwrap missing or not permitted"
+            raise SandboxError(_WEAK_REFUSAL.format(why=why))
+        self.mode = "bubblewrap" if self.use_bubblewrap else "weak"
 
     def run(
         self,
@@ -526,7 +609,7 @@ class Sandbox:
         """
         if not isinstance(source, str):
             raise SandboxError("source must be a string")
-        if not entrypoint.isidentifier():
+        if not isinstance(entrypoint, str) or not entrypoint.isidentifier():
             raise SandboxError(f"entrypoint {entrypoint!r} is not a Python identifier")
         if driver is not None and not _DRIVER_PATTERN.match(driver):
             raise SandboxError(f"driver {driver!r} is not of the form 'module:function'")
@@ -537,36 +620,20 @@ class Sandbox:
             except (TypeError, ValueError) as exc:
                 raise SandboxError(f"input {index} is not JSON-serializable: {exc}") from exc
             frames.append(_protocol.input_frame(index, encoded))
-        limits = self.limits
-        workdir = os.path.realpath(tempfile.mkdtemp(prefix="amortized-sandbox-"))
-        config = {
-            "source": source,
-            "entrypoint": entrypoint,
-            "driver": driver,
-            "workdir": workdir,
-            "limits": {
-                "call_timeout_s": limits.call_timeout_s,
-                "load_timeout_s": max(limits.call_timeout_s, _MIN_LOAD_TIMEOUT_S),
-                "cpu_time_s": limits.cpu_time_s,
-                "recycle_cpu_s": max(
-                    limits.cpu_time_s - _hard_timeout(limits.call_timeout_s) - 1.0,
-                    limits.cpu_time_s / 2,
-                ),
-                "memory_mb": limits.memory_mb,
-                "file_size_mb": limits.file_size_mb,
-                "nproc": _nproc_limit(limits.max_processes),
-                "output_chars": limits.output_chars,
-                "traceback_chars": limits.traceback_chars,
-                "max_value_bytes": _protocol.MAX_VALUE_BYTES,
-                "recursion_limit": _RECURSION_LIMIT,
-                "stack_mb": _STACK_MB,
-            },
-        }
-        state = _Run(limits, self.use_bubblewrap, config, frames, workdir, progress)
+        identity = _identity.acquire()
+        workdir = _launch.WORK_DIR_INSIDE
         try:
+            if not self.use_bubblewrap:
+                workdir = _cleanup.make_private_dir("amortized-sandbox-")
+            limits = self.enforced_limits(identity)
+            config = self._config(source, entrypoint, driver, workdir, identity, limits)
+            state = _Run(self.limits, self.use_bubblewrap, config, frames, workdir, progress)
             state.execute()
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if not self.use_bubblewrap:
+                _cleanup.remove_tree(workdir)
+            if identity is not None:
+                identity.release()
         results = [r for r in state.results if r is not None]
         if len(results) != len(frames):  # pragma: no cover - every path fills all results
             raise SandboxError("internal error: results missing")
@@ -578,4 +645,58 @@ class Sandbox:
             worker_starts=state.worker_starts,
             wall_s=time.monotonic() - state.started,
             sandboxed_by="+".join([*layers, "rlimits"]),
+            mode=self.mode,
+            limits={**limits, "uid": state.worker_uid, "seccomp": state.seccomp},
         )
+
+    def enforced_limits(self, identity: _identity.WorkerIdentity | None) -> dict[str, Any]:
+        """The limits a run's workers get, as the kernel will see them."""
+        limits = self.limits
+        return {
+            "call_timeout_s": limits.call_timeout_s,
+            "total_timeout_s": limits.total_timeout_s,
+            "cpu_time_s": limits.cpu_time_s,
+            "memory_mb": limits.memory_mb,
+            "file_size_mb": limits.file_size_mb,
+            "disk_write_bytes": 0,
+            "nproc": _nproc_limit(limits.max_processes, own_uid=identity is not None),
+            "threads": 0,
+            "output_chars": limits.output_chars,
+            "result_memory_mb": limits.result_memory_mb,
+            "network": "none" if self.use_bubblewrap else "no sockets (seccomp)",
+        }
+
+    def _config(
+        self,
+        source: str,
+        entrypoint: str,
+        driver: str | None,
+        workdir: str,
+        identity: _identity.WorkerIdentity | None,
+        enforced: dict[str, Any],
+    ) -> dict[str, Any]:
+        limits = self.limits
+        return {
+            "source": source,
+            "entrypoint": entrypoint,
+            "driver": driver,
+            "workdir": workdir,
+            "identity": None if identity is None else {"uid": identity.uid, "gid": identity.gid},
+            "limits": {
+                "call_timeout_s": limits.call_timeout_s,
+                "load_timeout_s": max(limits.call_timeout_s, _MIN_LOAD_TIMEOUT_S),
+                "cpu_time_s": limits.cpu_time_s,
+                "recycle_cpu_s": max(
+                    limits.cpu_time_s - _hard_timeout(limits.call_timeout_s) - 1.0,
+                    limits.cpu_time_s / 2,
+                ),
+                "memory_mb": limits.memory_mb,
+                "file_size_mb": limits.file_size_mb,
+                "nproc": enforced["nproc"],
+                "output_chars": limits.output_chars,
+                "traceback_chars": limits.traceback_chars,
+                "max_value_bytes": _protocol.MAX_VALUE_BYTES,
+                "recursion_limit": _RECURSION_LIMIT,
+                "stack_mb": _STACK_MB,
+            },
+        }

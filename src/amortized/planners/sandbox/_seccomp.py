@@ -1,11 +1,17 @@
-"""A small seccomp-BPF filter for the worker: no new processes, sockets, signals or namespaces,
-and none of the host-wide knobs root could otherwise turn (mounts, clock, hostname, modules).
+"""The worker's seccomp-BPF filter: an allowlist of what a pure-Python policy needs.
 
-Installed in the worker after its imports and before the program loads. Unlike the Python
-guard, the kernel enforces it, so it holds even when a program gets past the guard (e.g. via
-``object.__subclasses__()`` or a freshly re-imported ``posix``), and it needs neither root nor
-bubblewrap. It cannot restrict paths (that is bubblewrap's job). Only x86-64 and AArch64 are
-supported; elsewhere (or where prctl refuses) the worker runs without it and says so.
+Installed in the worker after its imports and before the program loads, the same in both
+modes. Unlike the Python guard, the kernel enforces it, so it holds when a program gets past the
+guard (``object.__subclasses__()``, a re-imported ``posix``, ctypes reached through numpy).
+Files may only be opened for reading: nothing can be created, changed or removed
+anywhere, in either mode. Everything else not listed is refused with EPERM: processes and
+threads, sockets, signals (the
+worker may only signal itself), scheduling, priorities and limits (``prlimit64`` may only read
+the worker's own), ptrace, mounts, namespaces, keys, file modes, links, locks and every
+host-wide knob. ``ioctl`` and ``fcntl`` are limited to the few requests Python's own file
+objects make (no ``F_SETOWN``/``F_SETSIG``, which could signal another process, and no file
+locks). A system call from another ABI (int 0x80 on x86-64) kills the worker; x32 calls are
+refused. Only x86-64 and AArch64 are supported; elsewhere the worker says it runs without it.
 """
 
 from __future__ import annotations
@@ -30,60 +36,119 @@ _RET_ERRNO = 0x00050000
 _RET_KILL_PROCESS = 0x80000000
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 
-_CLONE_THREAD = 0x00010000
 _X32_SYSCALL_BIT = 0x40000000
 
 _OFFSET_NR = 0
 _OFFSET_ARCH = 4
-_OFFSET_ARG0_LOW = 16  # little-endian low half of args[0]
 
-# Syscalls refused with EPERM, per architecture. Threads stay possible (clone with
-# CLONE_THREAD); clone3 answers ENOSYS so libc falls back to clone, whose flags we can see.
+
+def _arg_low(index: int) -> int:
+    """Offset of the low 32 bits of syscall argument ``index`` (little-endian)."""
+    return 16 + 8 * index
+
+
+def _arg_high(index: int) -> int:
+    return _arg_low(index) + 4
+
+
+ALLOWED = (
+    # files: read what is visible, write only to descriptors already open (open and
+    # openat are checked below: read-only)
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "lseek", "close",
+    "close_range", "stat", "fstat", "lstat", "newfstatat", "statx", "statfs", "fstatfs",
+    "access", "faccessat", "faccessat2", "getdents", "getdents64", "getcwd", "chdir",
+    "fchdir", "readlink", "readlinkat", "fadvise64", "umask", "dup", "dup2", "dup3",
+    "poll", "ppoll", "select", "pselect6",
+    # memory
+    "mmap", "munmap", "mprotect", "mremap", "brk", "madvise", "mincore", "msync",
+    # signals to itself, timers, clocks
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "restart_syscall",
+    "getitimer", "setitimer", "alarm", "pause", "nanosleep", "clock_nanosleep",
+    "clock_gettime", "clock_getres", "gettimeofday", "time", "times", "getrusage",
+    # identity and system facts (read only)
+    "getpid", "gettid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getresuid",
+    "getresgid", "getgroups", "getpgrp", "getpgid", "getsid", "uname", "sysinfo",
+    "getrlimit", "sched_getaffinity", "sched_yield", "getcpu", "getrandom",
+    # the C library's own bookkeeping
+    "futex", "set_robust_list", "set_tid_address", "rseq", "exit", "exit_group",
+)  # fmt: skip
+"""Allowed whatever their arguments."""
+
+IOCTL_REQUESTS = (0x5401, 0x5450, 0x5451)
+"""TCGETS (``isatty``), FIONCLEX and FIOCLEX (``os.set_inheritable``)."""
+FCNTL_COMMANDS = (0, 1, 2, 3, 4, 1030)
+"""F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC."""
+OPEN_WRITE_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000
+"""O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND: an open with any of them is refused, so a
+program can neither create nor change a file anywhere (the disk limit is zero)."""
+
 _X86_64: dict[str, int] = {
-    "socket": 41, "socketpair": 53, "fork": 57, "vfork": 58, "execve": 59, "execveat": 322,
-    "kill": 62, "tkill": 200, "ptrace": 101, "process_vm_readv": 310,
-    "process_vm_writev": 311, "pidfd_open": 434, "pidfd_send_signal": 424,
-    "pidfd_getfd": 438, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
-    "unshare": 272, "setns": 308, "reboot": 169, "init_module": 175, "finit_module": 313,
-    "delete_module": 176, "kexec_load": 246, "kexec_file_load": 320, "bpf": 321,
-    "perf_event_open": 298, "keyctl": 250, "add_key": 248, "request_key": 249,
-    "swapon": 167, "swapoff": 168, "io_uring_setup": 425, "io_uring_enter": 426,
-    "io_uring_register": 427, "userfaultfd": 323, "open_by_handle_at": 304,
-    "name_to_handle_at": 303, "mknod": 133, "mknodat": 259, "iopl": 172, "ioperm": 173,
-    "settimeofday": 164, "clock_settime": 227, "clock_adjtime": 305, "adjtimex": 159,
-    "sethostname": 170, "setdomainname": 171, "acct": 163, "quotactl": 179, "syslog": 103,
-    "vhangup": 153, "fanotify_init": 300, "open_tree": 428, "move_mount": 429, "fsopen": 430,
-    "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "read": 0, "write": 1, "open": 2, "close": 3, "stat": 4, "fstat": 5, "lstat": 6,
+    "poll": 7, "lseek": 8, "mmap": 9, "mprotect": 10, "munmap": 11, "brk": 12,
+    "rt_sigaction": 13, "rt_sigprocmask": 14, "rt_sigreturn": 15, "ioctl": 16,
+    "pread64": 17, "pwrite64": 18, "readv": 19, "writev": 20, "access": 21, "select": 23,
+    "sched_yield": 24, "mremap": 25, "msync": 26, "mincore": 27, "madvise": 28, "dup": 32,
+    "dup2": 33, "pause": 34, "nanosleep": 35, "getitimer": 36, "alarm": 37, "setitimer": 38,
+    "getpid": 39, "clone": 56, "exit": 60, "uname": 63, "fcntl": 72, "fsync": 74,
+    "fdatasync": 75, "truncate": 76, "ftruncate": 77, "getdents": 78, "getcwd": 79,
+    "chdir": 80, "fchdir": 81, "rename": 82, "mkdir": 83, "rmdir": 84, "creat": 85,
+    "unlink": 87, "readlink": 89, "umask": 95, "gettimeofday": 96, "getrlimit": 97,
+    "getrusage": 98, "sysinfo": 99, "times": 100, "getuid": 102, "getgid": 104,
+    "geteuid": 107, "getegid": 108, "getppid": 110, "getpgrp": 111, "getgroups": 115,
+    "getresuid": 118, "getresgid": 120, "getpgid": 121, "getsid": 124, "sigaltstack": 131,
+    "statfs": 137, "fstatfs": 138, "gettid": 186, "time": 201, "futex": 202,
+    "sched_getaffinity": 204, "getdents64": 217, "set_tid_address": 218,
+    "restart_syscall": 219, "fadvise64": 221, "clock_gettime": 228, "clock_getres": 229,
+    "clock_nanosleep": 230, "exit_group": 231, "tgkill": 234, "openat": 257, "mkdirat": 258,
+    "newfstatat": 262, "unlinkat": 263, "renameat": 264, "readlinkat": 267,
+    "faccessat": 269, "pselect6": 270, "ppoll": 271, "set_robust_list": 273,
+    "utimensat": 280, "dup3": 292, "prlimit64": 302, "getcpu": 309, "renameat2": 316,
+    "getrandom": 318, "statx": 332, "rseq": 334, "clone3": 435, "close_range": 436,
+    "faccessat2": 439,
 }  # fmt: skip
 _AARCH64: dict[str, int] = {
-    "socket": 198, "socketpair": 199, "execve": 221, "execveat": 281, "kill": 129,
-    "tkill": 130, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
-    "pidfd_open": 434, "pidfd_send_signal": 424, "pidfd_getfd": 438, "mount": 40,
-    "umount2": 39, "pivot_root": 41, "chroot": 51, "unshare": 97, "setns": 268,
-    "reboot": 142, "init_module": 105, "finit_module": 273, "delete_module": 106,
-    "kexec_load": 104, "kexec_file_load": 294, "bpf": 280, "perf_event_open": 241,
-    "keyctl": 219, "add_key": 217, "request_key": 218, "swapon": 224, "swapoff": 225,
-    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-    "userfaultfd": 282, "open_by_handle_at": 265, "name_to_handle_at": 264, "mknodat": 33,
-    "settimeofday": 170, "clock_settime": 112, "clock_adjtime": 266, "adjtimex": 171,
-    "sethostname": 161, "setdomainname": 162, "acct": 89, "quotactl": 60, "syslog": 116,
-    "vhangup": 58, "fanotify_init": 262, "open_tree": 428, "move_mount": 429, "fsopen": 430,
-    "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "getcwd": 17, "dup": 23, "dup3": 24, "fcntl": 25, "ioctl": 29, "mkdirat": 34,
+    "unlinkat": 35, "renameat": 38, "statfs": 43, "fstatfs": 44, "truncate": 45,
+    "ftruncate": 46, "faccessat": 48, "chdir": 49, "fchdir": 50, "openat": 56, "close": 57,
+    "getdents64": 61, "lseek": 62, "read": 63, "write": 64, "readv": 65, "writev": 66,
+    "pread64": 67, "pwrite64": 68, "pselect6": 72, "ppoll": 73, "readlinkat": 78,
+    "newfstatat": 79, "fstat": 80, "fsync": 82, "fdatasync": 83, "utimensat": 88,
+    "exit": 93, "exit_group": 94, "set_tid_address": 96, "futex": 98,
+    "set_robust_list": 99, "nanosleep": 101, "getitimer": 102, "setitimer": 103,
+    "clock_gettime": 113, "clock_getres": 114, "clock_nanosleep": 115,
+    "sched_getaffinity": 123, "sched_yield": 124, "restart_syscall": 128, "tgkill": 131,
+    "sigaltstack": 132, "rt_sigaction": 134, "rt_sigprocmask": 135, "rt_sigreturn": 139,
+    "getresuid": 148, "getresgid": 150, "times": 153, "getpgid": 155, "getsid": 156,
+    "getgroups": 158, "uname": 160, "getrlimit": 163, "getrusage": 165, "umask": 166,
+    "getcpu": 168, "gettimeofday": 169, "getpid": 172, "getppid": 173, "getuid": 174,
+    "geteuid": 175, "getgid": 176, "getegid": 177, "gettid": 178, "sysinfo": 179,
+    "brk": 214, "munmap": 215, "mremap": 216, "clone": 220, "mmap": 222, "fadvise64": 223,
+    "mprotect": 226, "msync": 227, "mincore": 232, "madvise": 233, "prlimit64": 261,
+    "renameat2": 276, "getrandom": 278, "statx": 291, "rseq": 293, "clone3": 435,
+    "close_range": 436, "faccessat2": 439,
 }  # fmt: skip
+"""Numbers from libseccomp's ``scmp_sys_resolver``; AArch64 lacks the legacy calls."""
 
-# (audit arch, denied table, clone, clone3, tgkill, has x32 ABI)
-_ARCHES: dict[str, tuple[int, dict[str, int], int, int, int, bool]] = {
-    "x86_64": (0xC000003E, _X86_64, 56, 435, 234, True),
-    "aarch64": (0xC00000B7, _AARCH64, 220, 435, 131, False),
+# (audit arch, numbers, has x32 ABI)
+_ARCHES: dict[str, tuple[int, dict[str, int], bool]] = {
+    "x86_64": (0xC000003E, _X86_64, True),
+    "aarch64": (0xC00000B7, _AARCH64, False),
 }
 
 
-def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> tuple[int, int, int, int]:
-    return (code, jt, jf, k)
+def _insn(code: int, k: int) -> tuple[int, int, int, int]:
+    return (code, 0, 0, k)
+
+
+def allowed_numbers(machine: str) -> dict[str, int]:
+    """The unconditionally allowed syscalls that exist on ``machine``, by name."""
+    _, numbers, _ = _ARCHES[machine]
+    return {name: numbers[name] for name in ALLOWED if name in numbers}
 
 
 def build_filter(machine: str, pid: int) -> bytes | None:
@@ -95,37 +160,62 @@ def build_filter(machine: str, pid: int) -> bytes | None:
     arch = _ARCHES.get(machine)
     if arch is None:
         return None
-    audit_arch, denied, clone_nr, clone3_nr, tgkill_nr, has_x32 = arch
-    numbers = sorted(set(denied.values()))
-    # Layout: header, one JEQ per denied syscall, clone/clone3/tgkill dispatch, ALLOW,
-    # then the shared return blocks. Jumps are relative, so resolve them after layout.
+    audit_arch, numbers, has_x32 = arch
     program: list[tuple[int, int, int, int]] = []
     labels: dict[str, int] = {}
-    fixups: list[tuple[int, str, str | None]] = []  # (index, jt label, jf label)
+    fixups: list[tuple[int, str, str]] = []  # (index, jt label, jf label); "" = next
 
-    def emit(code: int, k: int, jt: str | None = None, jf: str | None = None) -> None:
-        if jt is not None or jf is not None:
-            fixups.append((len(program), jt or "", jf))
+    def emit(code: int, k: int, jt: str = "", jf: str = "") -> None:
+        if jt or jf:
+            fixups.append((len(program), jt, jf))
         program.append(_insn(code, k))
 
+    def jump_if(k: int, target: str) -> None:
+        emit(_BPF_JEQ_K, k, jt=target)
+
+    def arg_in(load_offset: int, values: tuple[int, ...]) -> None:
+        emit(_BPF_LD_W_ABS, load_offset)
+        for value in values:
+            jump_if(value, "allow_checked")
+        emit(_BPF_RET_K, _RET_ERRNO | errno.EPERM)
+
     emit(_BPF_LD_W_ABS, _OFFSET_ARCH)
-    emit(_BPF_JEQ_K, audit_arch, jt="", jf="kill")
+    emit(_BPF_JEQ_K, audit_arch, jf="kill")
     emit(_BPF_LD_W_ABS, _OFFSET_NR)
     if has_x32:
-        emit(_BPF_JGE_K, _X32_SYSCALL_BIT, jt="eperm", jf="")
-    for number in numbers:
-        emit(_BPF_JEQ_K, number, jt="eperm", jf="")
-    emit(_BPF_JEQ_K, clone3_nr, jt="enosys", jf="")
-    emit(_BPF_JEQ_K, clone_nr, jt="clone", jf="")
-    emit(_BPF_JEQ_K, tgkill_nr, jt="tgkill", jf="")
+        emit(_BPF_JGE_K, _X32_SYSCALL_BIT, jt="eperm")
+    for number in sorted(set(allowed_numbers(machine).values())):
+        jump_if(number, "allow")
+    if "open" in numbers:
+        jump_if(numbers["open"], "open")
+    jump_if(numbers["openat"], "openat")
+    jump_if(numbers["ioctl"], "ioctl")
+    jump_if(numbers["fcntl"], "fcntl")
+    jump_if(numbers["prlimit64"], "prlimit64")
+    jump_if(numbers["tgkill"], "tgkill")
+    jump_if(numbers["clone3"], "enosys")  # so a C library falls back to clone (refused)
+    emit(_BPF_RET_K, _RET_ERRNO | errno.EPERM)
     labels["allow"] = len(program)
     emit(_BPF_RET_K, _RET_ALLOW)
-    labels["clone"] = len(program)
-    emit(_BPF_LD_W_ABS, _OFFSET_ARG0_LOW)
-    emit(_BPF_JSET_K, _CLONE_THREAD, jt="allow_checked", jf="eperm")
+    labels["open"] = len(program)
+    emit(_BPF_LD_W_ABS, _arg_low(1))
+    emit(_BPF_JSET_K, OPEN_WRITE_FLAGS, jt="eperm", jf="allow_checked")
+    labels["openat"] = len(program)
+    emit(_BPF_LD_W_ABS, _arg_low(2))
+    emit(_BPF_JSET_K, OPEN_WRITE_FLAGS, jt="eperm", jf="allow_checked")
+    labels["ioctl"] = len(program)
+    arg_in(_arg_low(1), IOCTL_REQUESTS)
+    labels["fcntl"] = len(program)
+    arg_in(_arg_low(1), FCNTL_COMMANDS)
     labels["tgkill"] = len(program)
-    emit(_BPF_LD_W_ABS, _OFFSET_ARG0_LOW)
-    emit(_BPF_JEQ_K, pid, jt="allow_checked", jf="eperm")
+    arg_in(_arg_low(0), (pid,))
+    labels["prlimit64"] = len(program)  # read-only, and only for itself: pid 0, new NULL
+    emit(_BPF_LD_W_ABS, _arg_low(0))
+    emit(_BPF_JEQ_K, 0, jf="eperm")
+    emit(_BPF_LD_W_ABS, _arg_low(2))
+    emit(_BPF_JEQ_K, 0, jf="eperm")
+    emit(_BPF_LD_W_ABS, _arg_high(2))
+    emit(_BPF_JEQ_K, 0, jt="allow_checked", jf="eperm")
     labels["allow_checked"] = len(program)  # BPF jumps only forward
     emit(_BPF_RET_K, _RET_ALLOW)
     labels["eperm"] = len(program)
@@ -167,8 +257,18 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def make_dumpable() -> None:
+    """Undo the kernel's non-dumpable flag after a uid switch, so the process may use its own
+    ``/proc/self/fd`` again. Safe because no other process has the run's uid."""
+    with contextlib.suppress(OSError, AttributeError):
+        _prctl()(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+
+
 def install() -> str | None:
-    """Install the filter on this (single-threaded) process; None on success, else why not."""
+    """Install the filter on this (single-threaded) process; None on success, else why not.
+
+    The process may not gain privileges through exec either (the filter refuses exec anyway).
+    """
     code = build_filter(platform.machine(), os.getpid())
     if code is None:
         return f"seccomp filter not available on {platform.machine()}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -31,15 +31,20 @@ class SandboxLimits:
     memory_mb: int = 1024
     """RLIMIT_AS (address space) per worker, so a memory bomb is a MemoryError."""
     file_size_mb: int = 1
-    """RLIMIT_FSIZE: the largest file the program may write in its work directory."""
+    """RLIMIT_FSIZE. A second layer only: the seccomp filter lets no program create or change a
+    file at all (its disk use is zero)."""
     max_processes: int = 64
-    """RLIMIT_NPROC headroom above the processes (threads) the user already runs, because
-    the kernel counts all of them. Not enforced for root, which is why process creation is
-    also refused by seccomp and the guard, and contained by bubblewrap's PID namespace."""
+    """RLIMIT_NPROC. Under a root parent every run has a uid of its own, so this bounds the
+    run's processes and threads exactly; under another user it is headroom above the tasks
+    that user already runs (the kernel counts them all). The seccomp filter refuses new
+    processes and threads anyway, so a program gets none."""
     output_chars: int = 2000
     """Captured stdout+stderr kept per call (the rest is counted, not stored)."""
     traceback_chars: int = 2000
     """Error text kept per call (the end of a traceback, where the cause is)."""
+    result_memory_mb: int = 256
+    """Memory the run's accepted return values and output may take in the parent once decoded
+    (a 1 MiB JSON value can take 24 MB); calls after that are errors."""
     max_restarts: int = 20
     """Worker respawns per run after crashes, hard timeouts or protocol violations; the
     inputs after that are errors ("too many worker restarts")."""
@@ -91,7 +96,11 @@ class ProgramRun:
     worker_starts: int
     wall_s: float
     sandboxed_by: str
-    """The layers that contained it, e.g. ``bwrap+seccomp+rlimits`` or ``rlimits``."""
+    """The layers that contained it, e.g. ``bwrap+seccomp+rlimits`` or ``seccomp+rlimits``."""
+    mode: str = "bubblewrap"
+    """``bubblewrap`` or ``weak`` (no bubblewrap: see docs/sandbox.md for what that loses)."""
+    limits: dict[str, Any] = field(default_factory=dict)
+    """The limits the workers ran under, as enforced (uid, processes, memory, CPU, ...)."""
 
     def counts(self) -> dict[str, int]:
         """Results per status value, zeros included."""

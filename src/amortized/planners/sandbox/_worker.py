@@ -114,6 +114,42 @@ def _import_driver(spec: str) -> Callable[[Callable[..., Any], Any], Any]:
     return function  # type: ignore[no-any-return]
 
 
+def become(identity: dict[str, int] | None) -> None:
+    """Switch for good to the run's unprivileged uid and gid (a root parent asks for one).
+
+    Done after the trusted imports (the interpreter may live where that uid cannot read) and
+    before limits, the filter and the program. Switching every uid away from 0 clears all
+    capabilities; the check makes a failed switch fatal rather than silent.
+    """
+    if os.getuid() == 0 and not identity:
+        raise PermissionError("the worker runs as root but was given no uid to switch to")
+    if not identity:
+        return
+    uid, gid = int(identity["uid"]), int(identity["gid"])
+    if uid <= 0 or gid <= 0:
+        raise PermissionError(f"refusing to run the program as uid {uid}, gid {gid}")
+    # The interpreter may live where the new uid cannot pass (a root-only home folder): keep
+    # a descriptor for each import folder so imports after the switch still find them.
+    held: dict[int, int] = {}
+    for position, entry in enumerate(sys.path):
+        if entry and os.path.isdir(entry):
+            held[position] = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+        raise PermissionError("the switch to the sandbox uid did not take")
+    if os.getgroups():
+        raise PermissionError("supplementary groups survived the switch")
+    _seccomp.make_dumpable()
+    for position, fd in held.items():
+        if os.access(sys.path[position], os.R_OK | os.X_OK):
+            os.close(fd)
+        else:
+            sys.path[position] = f"/proc/self/fd/{fd}"
+    sys.path_importer_cache.clear()
+
+
 def main(argv: list[str]) -> None:
     """Serve one program until the parent closes the command pipe."""
     cmd_fd, result_fd = int(argv[0]), int(argv[1])
@@ -175,6 +211,7 @@ def main(argv: list[str]) -> None:
     try:
         driver = _import_driver(config["driver"]) if config.get("driver") else None
         _guard.preload(_guard.PRELOADED_MODULES, _guard.OPTIONAL_PRELOADED_MODULES)
+        become(config.get("identity"))
     except BaseException as exc:
         send({"t": "fatal", "e": format_error(exc, traceback_chars, this_file)})
         exit_now(1)
@@ -215,7 +252,14 @@ def main(argv: list[str]) -> None:
     except BaseException as exc:
         send({"t": "fatal", "e": format_error(exc, traceback_chars, this_file)})
         exit_now(1)
-    send({"t": "started", "seccomp": seccomp_problem is None, "why": seccomp_problem})
+    send(
+        {
+            "t": "started",
+            "seccomp": seccomp_problem is None,
+            "why": seccomp_problem,
+            "uid": os.getuid(),
+        }
+    )
 
     # Load the program: its module-level code runs under the load time limit.
     namespace: dict[str, Any] = {"__name__": "__program__", "__builtins__": builtins}
