@@ -5,6 +5,7 @@ The live servers are the real thing: ``amortized serve`` as a subprocess on a fr
 with ``--api-key`` so the auth tests use the same server as everything else.
 """
 
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,16 @@ import pytest
 from amortized.models import ModelFolder, TinyModelSpec, build_tiny_model
 from amortized.models.shape import ModelShape
 from amortized.serving.process import ServerProcess, free_port
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where bubblewrap is missing, the planners' tests (not the sandbox's own, which choose
+    their mode) run in the weak mode, as a user would after opting in."""
+    from amortized.planners.sandbox import WEAK_MODE_ENV, bubblewrap_available
+
+    if not bubblewrap_available():
+        os.environ.setdefault(WEAK_MODE_ENV, "1")
+
 
 API_KEY = "test-key"
 LIVE_MAX_MODEL_LEN = 2048

@@ -685,9 +685,7 @@ def test_limits_are_validated() -> None:
 
 
 def test_worker_uses_this_interpreter() -> None:
-    run = weak(LIMITS).run(
-        "import sys\ndef solve(x):\n    return sys.version\n", [0]
-    )
+    run = weak(LIMITS).run("import sys\ndef solve(x):\n    return sys.version\n", [0])
     assert run.results[0].value == sys.version
 
 

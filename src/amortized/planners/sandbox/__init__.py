@@ -4,7 +4,7 @@ The sandbox only runs code and contains it. Every returned value is untrusted da
 (the trusted parent) validates and scores it, and never executes it.
 """
 
-from amortized.planners.sandbox._sandbox import Sandbox, bubblewrap_available
+from amortized.planners.sandbox._sandbox import WEAK_MODE_ENV, Sandbox, bubblewrap_available
 from amortized.planners.sandbox._types import (
     CallResult,
     CallStatus,
@@ -14,6 +14,7 @@ from amortized.planners.sandbox._types import (
 )
 
 __all__ = [
+    "WEAK_MODE_ENV",
     "CallResult",
     "CallStatus",
     "ProgramRun",

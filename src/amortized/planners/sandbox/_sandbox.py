@@ -384,7 +384,7 @@ class _Session:
                     return True
             except SandboxError:
                 raise  # the worker failed before any program ran (trusted start-up)
-            except Exception as exc:  # noqa: BLE001 - whatever it sent, the call fails, not us
+            except Exception as exc:
                 self._on_violation(_violation_text(exc))
                 return True
         if broken is not None:
@@ -458,8 +458,10 @@ class _Session:
             raise _protocol.ProtocolError("result value/error do not match its status")
         if type(output) is not str or not (error is None or type(error) is str):
             raise _protocol.ProtocolError("result output or error is not a string")
-        if type(duration) not in (int, float) or not 0 <= duration <= _MAX_DURATION_S:
+        if not isinstance(duration, int | float) or type(duration) is bool:
             raise _protocol.ProtocolError("result duration is not a number of seconds")
+        if not 0 <= duration <= _MAX_DURATION_S:
+            raise _protocol.ProtocolError("result duration is out of range")
         limits = self.limits
         value = message.get("v")
         output = _clip(output, limits.output_chars + 100)

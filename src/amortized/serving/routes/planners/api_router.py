@@ -9,7 +9,11 @@ from starlette.datastructures import State
 from amortized.serving.capabilities import ROUTE_PREFIX
 from amortized.serving.routes import state_service
 from amortized.serving.routes.planners.protocol import PlannerSolveRequest, PlannerSolveResponse
-from amortized.serving.routes.planners.serving import PlannerRequestError, PlannerService
+from amortized.serving.routes.planners.serving import (
+    PlannerRequestError,
+    PlannerService,
+    PlannerUnavailable,
+)
 
 SERVICE_STATE = "amortized_planners"
 
@@ -26,6 +30,8 @@ def make_router() -> APIRouter:
             return await service.solve(body)
         except PlannerRequestError as error:
             raise HTTPException(status_code=400, detail=str(error)) from error
+        except PlannerUnavailable as error:
+            raise HTTPException(status_code=503, detail=str(error)) from error
 
     return router
 

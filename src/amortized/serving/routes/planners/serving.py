@@ -6,7 +6,7 @@ from amortized.planners.environments import Instance, make_environment
 from amortized.planners.environments.base import Environment
 from amortized.planners.ipp import PlannerBudget, PlannerOptions, Strategy
 from amortized.planners.library import ProgramLibrary
-from amortized.planners.sandbox import Sandbox
+from amortized.planners.sandbox import Sandbox, SandboxError
 from amortized.planners.solver import SolveOptions, SolveReport, solve_task
 from amortized.serving.routes.planners.protocol import (
     CostSummary,
@@ -20,6 +20,10 @@ from amortized.serving.routes.planners.protocol import (
 
 class PlannerRequestError(ValueError):
     """The request names an unknown environment or holds instances it cannot use."""
+
+
+class PlannerUnavailable(RuntimeError):
+    """The server cannot plan at all (no usable sandbox): 503, with what to fix."""
 
 
 def task_environment(request: PlannerSolveRequest) -> Environment:
@@ -114,7 +118,19 @@ class PlannerService:
         self.backend = backend
         self.library = library
         self.model_name = model_name
-        self.sandbox = Sandbox()
+        self._sandbox: Sandbox | None = None
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """Made on first use, so a server without bubblewrap still serves everything else."""
+        if self._sandbox is None:
+            try:
+                self._sandbox = Sandbox()
+            except SandboxError as error:
+                raise PlannerUnavailable(
+                    f"the planners' sandbox cannot run here: {error}"
+                ) from error
+        return self._sandbox
 
     async def solve(self, request: PlannerSolveRequest) -> PlannerSolveResponse:
         env = task_environment(request)
