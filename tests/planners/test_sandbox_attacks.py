@@ -70,7 +70,7 @@ PRELUDE = textwrap.dedent(
     ctypes = numpy.core._internal.ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     POSIX = type(sys)("posix")
-    for _name in ("listdir", "readlink", "getpid", "getuid"):
+    for _name in ("listdir", "readlink", "getpid", "getppid", "getuid"):
         setattr(POSIX, _name, getattr(sys.modules["posix"], _name, None))
 
     def _c(arg):
@@ -166,11 +166,20 @@ def test_the_program_never_runs_as_root(sandbox: Sandbox) -> None:
         def attack(arg):
             status = read("/proc/self/status")
             ids = [line for line in status.splitlines() if line.startswith(("Uid", "Gid", "Cap"))]
-            return [POSIX.getuid(), ids]
+            limits = {}
+            for line in read("/proc/self/limits").splitlines()[1:]:
+                name, soft = line[:26].strip(), line[26:47].strip()
+                limits[name] = soft
+            return [POSIX.getuid(), ids, limits]
         """,
         [0],
     )
-    uid, lines = run.results[0].value
+    uid, lines, kernel_limits = run.results[0].value
+    # The limits the run reports are the ones the kernel holds the worker to.
+    assert kernel_limits["Max address space"] == str(LIMITS.memory_mb * 2**20)
+    assert kernel_limits["Max file size"] == str(LIMITS.file_size_mb * 2**20)
+    assert kernel_limits["Max core file size"] == "0"
+    assert kernel_limits["Max processes"] == str(run.limits["nproc"])
     assert uid != 0
     assert run.limits["uid"] == uid
     for line in lines:
@@ -300,9 +309,11 @@ def test_nothing_can_be_written_anywhere(sandbox: Sandbox) -> None:
 
 
 def test_state_does_not_carry_over_between_runs(sandbox: Sandbox) -> None:
+    name = f"esc-{uuid.uuid4().hex}"
+    places = [name, f"/tmp/{name}", f"/dev/shm/{name}"]
     writer = """
-        def attack(arg):
-            for path in ("carry.txt", "/tmp/carry.txt", "/dev/shm/carry.txt"):
+        def attack(places):
+            for path in places:
                 try:
                     write(path, "from the first run")
                 except OSError:
@@ -310,17 +321,18 @@ def test_state_does_not_carry_over_between_runs(sandbox: Sandbox) -> None:
             return "tried"
     """
     reader = """
-        def attack(arg):
+        def attack(places):
             found = []
-            for path in ("carry.txt", "/tmp/carry.txt", "/dev/shm/carry.txt"):
+            for path in places:
                 try:
                     found.append(read(path))
                 except OSError:
                     pass
             return found
     """
-    run_attack(sandbox, writer, [0])
-    assert run_attack(sandbox, reader, [0]).results[0].value == []
+    run_attack(sandbox, writer, [places])
+    assert run_attack(sandbox, reader, [places]).results[0].value == []
+    assert not any(os.path.exists(p) for p in places[1:])
 
 
 def test_inherited_descriptors_are_only_the_pipes_and_import_folders(sandbox: Sandbox) -> None:
@@ -578,52 +590,89 @@ def test_weak_mode_needs_an_explicit_opt_in(monkeypatch: pytest.MonkeyPatch) -> 
         assert Sandbox().run("def solve(x):\n    return x\n", [1]).mode == "bubblewrap"
 
 
-def _unprivileged_python() -> list[str] | None:
-    """A command running this interpreter as ``nobody``, if the machine allows it."""
+UNPRIVILEGED_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    from amortized.planners.sandbox import Sandbox, bubblewrap_available
+    source = sys.argv[1]
+    modes = [False] + ([True] if bubblewrap_available() else [])
+    out = {"parent_uid": os.getuid(), "runs": {}}
+    for mode in modes:
+        run = Sandbox(use_bubblewrap=mode, allow_weak=True).run(source, list(range(6)))
+        out["runs"][run.mode] = {
+            "results": [[r.status.value, r.value, r.error] for r in run.results],
+            "uid": run.limits["uid"],
+        }
+    print(json.dumps(out))
+    """
+)
+UNPRIVILEGED_PROGRAM = PRELUDE + textwrap.dedent(
+    """
+    def solve(x):
+        if x == 0:
+            return [POSIX.getuid(), syscall(62, POSIX.getppid(), 0)]
+        if x == 1:
+            return write("/proc/sys/kernel/printk_ratelimit_burst", read(
+                "/proc/sys/kernel/printk_ratelimit_burst"))
+        if x == 2:
+            return write("/tmp/esc-unprivileged", "x")
+        if x == 3:
+            start = sys.modules["_thread"].start_new_thread
+            started = 0
+            for _ in range(100):
+                try:
+                    start(lambda: None, ())
+                    started += 1
+                except RuntimeError:
+                    pass
+            return started
+        if x == 4:
+            data = json.dumps({"t": "result", "i": 4, "s": ["ok"], "e": None, "o": "", "d": 0})
+            RAW(int(sys.argv[2]), "w", closefd=False).write(
+                len(data).to_bytes(4, "big") + data.encode())
+            return "forged"
+        return "fine"
+    """
+)
+
+
+def _unprivileged_command() -> list[str] | None:
+    """A command prefix that runs this interpreter as ``nobody``, if the machine allows it.
+
+    Where the interpreter lives under a root-only folder (``/root``), bubblewrap (run as root)
+    gives the unprivileged parent a view where that folder is passable; nothing else changes.
+    """
     if os.geteuid() != 0:
         return []
     setpriv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-    probe = (
-        "from amortized.planners.sandbox import Sandbox\n"
-        "Sandbox(use_bubblewrap=False, allow_weak=True).run('def solve(x):\\n return x', [1])"
-    )
-    try:
-        done = subprocess.run(
-            [*setpriv, sys.executable, "-c", probe],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return setpriv if done.returncode == 0 else None
+    probe = [sys.executable, "-c", UNPRIVILEGED_SCRIPT, "def solve(x):\n    return x\n"]
+    prefixes = [setpriv]
+    if bubblewrap_available():
+        home = ["--tmpfs", "/root"]
+        interpreter = (sys.executable, sys.prefix, sys.base_prefix, *sys.path)
+        tops = {"/".join(os.path.realpath(p).split("/")[:3]) for p in interpreter}
+        for path in sorted(tops):  # e.g. /root/.pyenv
+            if path.startswith("/root/") and os.path.exists(path):
+                home += ["--ro-bind", path, path]
+        prefixes.append(["bwrap", "--dev-bind", "/", "/", *home, "--", *setpriv])
+    for prefix in prefixes:
+        try:
+            done = subprocess.run(
+                [*prefix, *probe], capture_output=True, timeout=120, check=False, cwd="/"
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return prefix
+    return None
 
 
 def test_attacks_from_an_unprivileged_parent() -> None:
-    prefix = _unprivileged_python()
+    prefix = _unprivileged_command()
     if prefix is None:
-        pytest.skip("this interpreter cannot run as an unprivileged user here (root-only path)")
-    script = textwrap.dedent(
-        """
-        import json, os
-        from amortized.planners.sandbox import Sandbox, bubblewrap_available
-        source = (
-            "import numpy\\nctypes = numpy.core._internal.ctypes\\n"
-            "libc = ctypes.CDLL(None, use_errno=True)\\n"
-            "def solve(x):\\n"
-            "    return [libc.syscall(62, os_pid, 0), ctypes.get_errno()]\\n"
-            "import posix\\nos_pid = posix.getppid()\\n"
-        )
-        modes = [False] + ([True] if bubblewrap_available() else [])
-        out = {}
-        for mode in modes:
-            run = Sandbox(use_bubblewrap=mode, allow_weak=True).run(source, [0])
-            out[run.mode] = [run.results[0].value, run.limits["uid"], os.getuid()]
-        print(json.dumps(out))
-        """
-    )
+        pytest.skip("this interpreter cannot run as an unprivileged user on this machine")
     done = subprocess.run(
-        [*prefix, sys.executable, "-c", script],
+        [*prefix, sys.executable, "-c", UNPRIVILEGED_SCRIPT, UNPRIVILEGED_PROGRAM],
         capture_output=True,
         text=True,
         timeout=300,
@@ -631,8 +680,23 @@ def test_attacks_from_an_unprivileged_parent() -> None:
         cwd="/",
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    for value, _uid, _parent_uid in json.loads(done.stdout.splitlines()[-1]).values():
-        assert value == [-1, ERRNO_EPERM]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["parent_uid"] != 0
+    assert set(report["runs"]) >= {"weak"}
+    for mode, run in report["runs"].items():
+        results = run["results"]
+        uid, signal_probe = results[0][1]
+        assert uid == report["parent_uid"], mode
+        assert run["uid"] == uid, mode
+        assert signal_probe == [-1, ERRNO_EPERM], mode
+        for status, _value, error in results[1:3]:
+            assert status == "error", (mode, results)
+            assert error, (mode, results)
+        assert results[3][:2] == ["ok", 0], mode
+        assert results[4][0] == "error", mode
+        assert "malformed message" in results[4][2], mode
+        assert results[5][:2] == ["ok", "fine"], mode
+    assert not os.path.exists("/tmp/esc-unprivileged")
 
 
 def test_stat_of_the_lock_directory_is_private() -> None:
@@ -642,3 +706,17 @@ def test_stat_of_the_lock_directory_is_private() -> None:
     info = os.stat("/run/amortized-sandbox")
     assert stat.S_IMODE(info.st_mode) == 0o700
     assert info.st_uid == 0
+
+
+def test_without_a_sandbox_the_route_says_what_to_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from amortized.planners.library import ProgramLibrary
+    from amortized.planners.sandbox import _sandbox
+    from amortized.serving.routes.planners.serving import PlannerService, PlannerUnavailable
+
+    monkeypatch.delenv("AMORTIZED_SANDBOX_ALLOW_WEAK", raising=False)
+    monkeypatch.setattr(_sandbox, "bubblewrap_available", lambda: False)
+    service = PlannerService(None, library=ProgramLibrary(tmp_path))  # type: ignore[arg-type]
+    with pytest.raises(PlannerUnavailable, match="apt-get install bubblewrap"):
+        _ = service.sandbox
