@@ -62,6 +62,7 @@ def test_tiny_model_plans_end_to_end(live_server):
         assert result["results"] == []
     else:
         assert len(result["results"]) == 4
+        assert result["sandbox_mode"] in ("bubblewrap", "weak")
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ def check_report_matches_outcomes(report: EvaluationReport, instances: int) -> N
     outcomes = report.outcomes
     assert len(outcomes) == instances
     assert sum(report.counts.values()) == instances
+    assert report.sandbox_mode in ("bubblewrap", "weak")
     for status in OutcomeStatus:
         assert report.counts.get(status.value, 0) == sum(o.status is status for o in outcomes)
     for outcome in outcomes:

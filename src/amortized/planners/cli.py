@@ -148,6 +148,7 @@ def _plan(args: argparse.Namespace) -> int:
         "mean_score": evaluation.mean_score if evaluation else None,
         "success_rate": evaluation.success_rate if evaluation else None,
         "counts": evaluation.counts if evaluation else {},
+        "sandbox_mode": evaluation.sandbox_mode if evaluation else None,
         "stopped": report.planning.stopped if report.planning else None,
         "cost": report.cost.to_dict(),
         "wall_s": round(report.wall_s, 3),

@@ -49,6 +49,8 @@ class EvaluationReport:
     load_error: str | None = None
     wall_s: float = 0.0
     sandboxed_by: str = ""
+    sandbox_mode: str = ""
+    """``bubblewrap`` or ``weak``: see docs/sandbox.md."""
     worker_starts: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -136,6 +138,7 @@ def evaluate_program(
         load_error=run.load_error,
         wall_s=time.perf_counter() - started,
         sandboxed_by=run.sandboxed_by,
+        sandbox_mode=run.mode,
         worker_starts=run.worker_starts,
         counts=counts,
     )

@@ -128,3 +128,7 @@ class PlannerSolveResponse(BaseModel):
     stopped: str | None = Field(description="Why planning ended (absent when reused).")
     cost: CostSummary
     instances_per_s: float | None
+    sandbox_mode: str | None = Field(
+        default=None,
+        description="How the program was contained: 'bubblewrap' or 'weak' (docs/sandbox.md).",
+    )

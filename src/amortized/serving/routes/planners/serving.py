@@ -106,6 +106,7 @@ def response_from_report(report: SolveReport, *, return_actions: bool) -> Planne
             dollars_per_instance=cost.dollars_per_instance,
         ),
         instances_per_s=evaluation.instances_per_s if evaluation else None,
+        sandbox_mode=evaluation.sandbox_mode if evaluation else None,
     )
 
 
