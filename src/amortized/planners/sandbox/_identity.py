@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import random
+import stat
 import tempfile
 from dataclasses import dataclass
 
@@ -64,7 +65,9 @@ def _lock_dir() -> str:
     for path in (_LOCK_DIR, os.path.join(tempfile.gettempdir(), "amortized-sandbox")):
         with contextlib.suppress(OSError):
             os.makedirs(path, mode=0o700, exist_ok=True)
-            if os.stat(path).st_uid == os.geteuid() and os.access(path, os.W_OK):
+            info = os.lstat(path)  # not a symlink another user planted, and ours alone
+            private = stat.S_IMODE(info.st_mode) & 0o022 == 0
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and private:
                 return path
     raise SandboxError(f"cannot create a lock directory for sandbox uids ({_LOCK_DIR})")
 
@@ -80,7 +83,9 @@ def acquire() -> WorkerIdentity | None:
     for step in range(min(count, 4096)):
         uid = first + (start + step) % count
         fd = os.open(
-            os.path.join(directory, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            os.path.join(directory, f"{uid}.lock"),
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
         )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
