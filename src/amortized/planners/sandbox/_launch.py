@@ -1,7 +1,7 @@
 """The worker's command line and environment, with or without bubblewrap.
 
 With bubblewrap the worker's root is built from an allowlist, never the host's ``/``: ``/usr``
-and the library links, four files from ``/etc`` (the dynamic linker's cache and config, the
+and the library links, five entries of ``/etc`` (the dynamic linker's cache and config, the
 time zone, the alternatives links), the interpreter's prefixes and the import path of a
 ``python -I`` (the standard library, site-packages and this package; never the caller's working
 directory or script folder), all read-only; a fresh ``/dev`` and ``/proc`` with ``/proc/sys``
