@@ -5,14 +5,22 @@ program and (GRASP with the published data) the paper's greedy answers, all run 
 sandbox and scored by the trusted environment. With an LLM (the local tiny model by default,
 or ``--base-url``), IPP plans one program per task and direct elicitation asks once per
 instance; LLM tokens per instance give the amortization ratio over GRASP's 16,000 instances.
+``--compare-sandbox-ref GITREF`` also measures the sandbox of another commit side by side.
 
     python -m benchmarks.planners --quick --json planners.json --plot planners.png
+    python -m benchmarks.planners --quick --no-llm --compare-sandbox-ref 99eba7f
 """
 
 import asyncio
+import compileall
+import json
 import os
+import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
+import venv
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +45,7 @@ from amortized.planners.solver import SolveOptions
 from benchmarks._harness import (
     add_model_option,
     base_parser,
+    median,
     print_table,
     served_model,
     write_json,
@@ -45,6 +54,11 @@ from benchmarks._harness import (
 GRASP_INSTANCES_TOTAL = 16000
 """2,000 published grids x 8 settings: the amortization horizon the paper quotes."""
 MINIGRID_ENVS = ("MiniGrid-DoorKey-8x8-v0", "MiniGrid-Unlock-v0", "MiniGrid-UnlockPickup-v0")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SANDBOX_PROBE_MARK = "sandbox-probe: "
+"""Prefix of the one JSON line a comparison subprocess prints on stdout."""
+SANDBOX_RATIO_FLOOR = 0.8
+"""Issue 19: the current sandbox's throughput within 20% of the reference commit's."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,192 @@ def sandbox_throughput(data_dir: Path | None, count: int, sandbox: Sandbox) -> d
         "sandbox_overhead_ratio": wall / in_process if in_process else 0.0,
         "sandboxed_by": per_setting[0]["sandboxed_by"],
         "per_setting": per_setting,
+    }
+
+
+@dataclass(frozen=True)
+class SandboxSide:
+    """One side of ``--compare-sandbox-ref``: whose ``amortized`` runs, and with which Python."""
+
+    name: str
+    label: str
+    src: Path
+    python: Path
+
+
+def sandbox_probe(argv: list[str]) -> None:
+    """Subprocess entry of the comparison: :func:`sandbox_throughput` with whatever
+    ``amortized`` this interpreter imports, as one JSON line, so both sides run this same code.
+
+    ``argv``: the GRASP data folder ('' for generated grids) and the instances per setting.
+    """
+    import amortized
+
+    data_dir, count = argv
+    sandbox = Sandbox()  # weak mode needs AMORTIZED_SANDBOX_ALLOW_WEAK=1, which the parent sets
+    mode = getattr(sandbox, "mode", "bubblewrap" if sandbox.use_bubblewrap else "weak")
+    result = sandbox_throughput(Path(data_dir) if data_dir else None, int(count), sandbox)
+    # The worker runs `python -I`, which ignores PYTHONPATH: say which code it really imports.
+    spec = (
+        "import importlib.util as u; "
+        "print(u.find_spec('amortized.planners.sandbox._worker').origin)"
+    )
+    worker = subprocess.run(
+        [sys.executable, "-I", "-c", spec], capture_output=True, text=True, cwd="/", check=False
+    )
+    line = {
+        "instances": result["instances"],
+        "wall_s": result["wall_s"],
+        "instances_per_s": result["instances_per_s"],
+        "sandboxed_by": result["sandboxed_by"],
+        "mode": mode,
+        "mean_score": sum(r["mean_score"] for r in result["per_setting"])
+        / len(result["per_setting"]),
+        "worker_starts": sum(r["worker_starts"] for r in result["per_setting"]),
+        "per_setting_instances_per_s": [r["instances_per_s"] for r in result["per_setting"]],
+        "amortized": amortized.__file__,
+        "worker_module": worker.stdout.strip() or f"? {worker.stderr.strip()[-300:]}",
+    }
+    print(SANDBOX_PROBE_MARK + json.dumps(line), flush=True)
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def resolve_commit(gitref: str) -> str:
+    """The full commit id of ``gitref``; ValueError when git does not know it."""
+    try:
+        return _git("rev-parse", "--verify", "--quiet", f"{gitref}^{{commit}}")
+    except RuntimeError as exc:
+        raise ValueError(f"{gitref!r} is not a commit in {REPO_ROOT}") from exc
+
+
+def overlay_python(folder: Path, src: Path) -> Path:
+    """A bare venv over this environment's packages whose ``amortized`` is the one in ``src``.
+
+    The sandbox starts its worker with ``python -I``, which ignores PYTHONPATH, so the worker
+    would import the editable install (the current code) on both sides. A ``.pth`` is read
+    in isolated mode too: it puts ``src`` first, then this environment's site-packages (as
+    plain paths, so the editable install's own ``.pth`` is not read). Both sides get one.
+    """
+    venv.EnvBuilder(symlinks=True, with_pip=False).create(folder)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    packages = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    site = folder / "lib" / version / "site-packages"
+    (site / "amortized-side.pth").write_text("\n".join([str(src), *packages]) + "\n")
+    return folder / "bin" / "python"
+
+
+def run_sandbox_probe(
+    side: SandboxSide, data_dir: Path | None, count: int, timeout_s: float
+) -> dict[str, Any]:
+    """One side's throughput in its own process; a failure comes back as ``{"error": ...}``."""
+    env = os.environ | {"PYTHONPATH": str(side.src), "AMORTIZED_SANDBOX_ALLOW_WEAK": "1"}
+    command = (
+        "import sys; from benchmarks.planners import sandbox_probe; sandbox_probe(sys.argv[1:])"
+    )
+    argv = [str(side.python), "-c", command, str(data_dir or ""), str(count)]
+    try:
+        done = subprocess.run(
+            argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {timeout_s:.0f} s"}
+    lines = [x for x in done.stdout.splitlines() if x.startswith(SANDBOX_PROBE_MARK)]
+    if done.returncode != 0 or not lines:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        return {"error": f"exit {done.returncode}: {tail or 'no result line'}"}
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix(SANDBOX_PROBE_MARK))
+    if not Path(result["worker_module"]).is_relative_to(side.src):
+        return {"error": f"the worker imports {result['worker_module']}, not {side.src}"}
+    return result
+
+
+def summarise_side(side: SandboxSide, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in runs if "error" not in r]
+    rates = [r["instances_per_s"] for r in ok]
+    return {
+        "label": side.label,
+        "src": str(side.src),
+        "mode": ok[0]["mode"] if ok else None,
+        "sandboxed_by": ok[0]["sandboxed_by"] if ok else None,
+        "runs_ok": len(ok),
+        "runs_failed": len(runs) - len(ok),
+        "median_instances_per_s": median(rates) if rates else None,
+        "min_instances_per_s": min(rates) if rates else None,
+        "max_instances_per_s": max(rates) if rates else None,
+        "errors": [r["error"] for r in runs if "error" in r],
+        "runs": runs,
+    }
+
+
+def compare_sandbox(gitref: str, data_dir: Path | None, count: int, rounds: int) -> dict[str, Any]:
+    """:func:`sandbox_throughput` of ``gitref``'s sandbox and the working tree's, each run in
+    its own process and interleaved (the order alternating per round) so machine noise hits
+    both; the ratio current/ref of the medians is what issue 19 bounds (>= 0.8)."""
+    commit = resolve_commit(gitref)
+    current = _git("describe", "--always", "--dirty")
+    with tempfile.TemporaryDirectory(prefix="amortized-bench-compare-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)  # the new sandbox's worker runs as an unprivileged uid under root
+        worktree = root / "ref"
+        _git("worktree", "add", "--detach", str(worktree), commit)
+        try:
+            sides = [
+                SandboxSide(
+                    "ref", f"{gitref} ({commit[:10]})", worktree / "src",
+                    overlay_python(root / "venv-ref", worktree / "src"),
+                ),
+                SandboxSide(
+                    "current", f"working tree ({current})", REPO_ROOT / "src",
+                    overlay_python(root / "venv-current", REPO_ROOT / "src"),
+                ),
+            ]  # fmt: skip
+            for side in sides:  # the worker (-B) never writes bytecode: same start for both
+                compileall.compile_dir(side.src / "amortized", quiet=1)
+            runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in sides}
+            order: list[str] = []
+            timeout_s = 120 + count * len(GraspSettings.published()) * 0.05
+            progress = tqdm(
+                total=rounds * len(sides), desc="sandbox ref vs current", file=sys.stderr
+            )
+            for index in range(rounds):
+                for side in sides if index % 2 == 0 else sides[::-1]:
+                    run = run_sandbox_probe(side, data_dir, count, timeout_s)
+                    runs[side.name].append(run)
+                    order.append(side.name)
+                    if "error" in run:
+                        print(f"sandbox {side.name}: {run['error']}", file=sys.stderr)
+                    progress.update()
+            progress.close()
+        finally:
+            try:
+                _git("worktree", "remove", "--force", str(worktree))
+            except RuntimeError as exc:
+                print(f"warning: {exc}; run `git worktree prune`", file=sys.stderr)
+    ref = summarise_side(sides[0], runs["ref"])
+    new = summarise_side(sides[1], runs["current"])
+    ratio = None
+    if ref["median_instances_per_s"] and new["median_instances_per_s"] is not None:
+        ratio = new["median_instances_per_s"] / ref["median_instances_per_s"]
+    return {
+        "gitref": gitref,
+        "commit": commit,
+        "program": "grasp_nearest",
+        "instances_per_run": count * len(GraspSettings.published()),
+        "rounds": rounds,
+        "order": order,
+        "ref": ref,
+        "current": new,
+        "ratio_current_over_ref": ratio,
+        "floor": SANDBOX_RATIO_FLOOR,
+        "within_20pct": None if ratio is None else ratio >= SANDBOX_RATIO_FLOOR,
     }
 
 
@@ -244,6 +444,37 @@ def plot(result: dict[str, Any], path: Path) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+def print_sandbox_comparison(comparison: dict[str, Any]) -> None:
+    """The two sides' medians and ranges, then the ratio against the 0.8 floor."""
+    if "error" in comparison:
+        print(f"sandbox comparison with {comparison['gitref']} failed: {comparison['error']}")
+        return
+    rows = []
+    for name in ("ref", "current"):
+        side = comparison[name]
+        low, high = side["min_instances_per_s"], side["max_instances_per_s"]
+        rows.append(
+            [
+                name,
+                side["label"],
+                side["sandboxed_by"] or side["mode"] or "-",
+                f"{side['runs_ok']}/{side['runs_ok'] + side['runs_failed']}",
+                side["median_instances_per_s"] if side["runs_ok"] else "FAILED",
+                f"{low:.0f}-{high:.0f}" if side["runs_ok"] else "-",
+            ]
+        )
+    print_table(["sandbox", "code", "sandboxed by", "runs ok", "median inst/s", "range"], rows)
+    for name in ("ref", "current"):
+        for error in comparison[name]["errors"]:
+            print(f"{name} failed: {error}")
+    ratio = comparison["ratio_current_over_ref"]
+    if ratio is None:
+        print("current/ref: - (a side has no successful run)")
+    else:
+        verdict = "within 20%" if comparison["within_20pct"] else "NOT within 20%"
+        print(f"current/ref: {ratio:.3f} ({verdict}; floor {comparison['floor']})")
+
+
 @contextmanager
 def llm_target(args: Any) -> Iterator[LLMTarget | None]:
     if args.no_llm:
@@ -271,7 +502,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=20, help="instances IPP evaluates on")
     parser.add_argument("--direct-instances", type=int, help="direct-elicitation instances")
     parser.add_argument("--completion-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--compare-sandbox-ref",
+        metavar="GITREF",
+        help="also measure the sandbox of this commit (e.g. 99eba7f) against the working tree's",
+    )
+    parser.add_argument(
+        "--compare-rounds", type=int, default=3, help="interleaved runs per side to compare"
+    )
     args = parser.parse_args(argv)
+    if args.compare_sandbox_ref:
+        try:
+            resolve_commit(args.compare_sandbox_ref)
+        except ValueError as exc:
+            parser.error(f"--compare-sandbox-ref: {exc}")
+    if args.compare_rounds < 1:
+        parser.error("--compare-rounds must be at least 1")
 
     data_dir = args.grasp_dir or (
         Path(os.environ["AMORTIZED_GRASP_DIR"]) if os.environ.get("AMORTIZED_GRASP_DIR") else None
@@ -281,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     sandbox = Sandbox()
     grasp_count = 200 if args.quick else 2000
     minigrid_count = 20 if args.quick else 100
+    sandbox_count = 250 if args.quick else 2000
     environments: list[Environment] = [*grasp_environments(data_dir)]
     environments += [make_environment(e) for e in MINIGRID_ENVS]
     counts = {"GRASP": grasp_count} | dict.fromkeys(MINIGRID_ENVS, minigrid_count)
@@ -288,8 +535,15 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "data": "published" if data_dir else "generated",
         "baselines": baselines(environments, counts, sandbox),
-        "sandbox": sandbox_throughput(data_dir, 250 if args.quick else 2000, sandbox),
+        "sandbox": sandbox_throughput(data_dir, sandbox_count, sandbox),
     }
+    if args.compare_sandbox_ref:
+        try:
+            result["sandbox_comparison"] = compare_sandbox(
+                args.compare_sandbox_ref, data_dir, sandbox_count, args.compare_rounds
+            )
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # setup, not a side
+            result["sandbox_comparison"] = {"gitref": args.compare_sandbox_ref, "error": str(exc)}
     with llm_target(args) as target:
         if target is not None:
             llm_envs = [environments[0], environments[-3]] if args.quick else environments
@@ -336,6 +590,10 @@ def main(argv: list[str] | None = None) -> int:
         ],
         rows,
     )
+    comparison = result.get("sandbox_comparison")
+    if comparison:
+        print()
+        print_sandbox_comparison(comparison)
     llm_rows = result.get("llm", [])
     if llm_rows:
         print()
@@ -370,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     result["summary"] = {
         "sandbox_instances_per_s": result["sandbox"]["instances_per_s"],
+        **(
+            {"sandbox_ratio_vs_ref": comparison.get("ratio_current_over_ref")} if comparison else {}
+        ),
         "grasp_greedy_mean": sum(r["greedy"]["mean_score"] for r in grasp_rows) / len(grasp_rows),
         "amortization_ratio_16000": min(ratios) if ratios else None,
     }

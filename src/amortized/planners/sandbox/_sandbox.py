@@ -340,10 +340,10 @@ class _Session:
         finally:
             worker.close()
 
-    def _send_next_input(self) -> None:
-        run = self.run_state
-        if not run.done:
-            self.pending = memoryview(run.frames[run.next_index])
+    def _send_input(self, index: int) -> None:
+        frames = self.run_state.frames
+        if index < len(frames):
+            self.pending = memoryview(frames[index])
             self._flush()
 
     def _flush(self) -> None:
@@ -426,7 +426,11 @@ class _Session:
         if kind == "recycle" and type(index) is int and index == run.next_index and self.calls:
             self.worker.stop(wait_s=1.0)
             return True
-        result, spent = self._result(message)
+        fields = self._checked_result(message)
+        # The call in flight has answered: the worker may start the next one while this
+        # process decodes, budgets and records the answer.
+        self._send_input(run.next_index + 1)
+        result, spent = self._result(*fields)
         run.record(result)
         if spent:
             run.fill_rest(CallStatus.ERROR, spent)
@@ -434,12 +438,13 @@ class _Session:
         self.calls += 1
         self.deadline = now + _hard_timeout(self.limits.call_timeout_s)
         self.call_started = now
-        self._send_next_input()
         return run.done
 
-    def _result(self, message: dict[str, Any]) -> tuple[CallResult, str | None]:
-        """A validated result for the call in flight (or :class:`ProtocolError`), and why the
-        run's budget for results is spent, if it now is."""
+    def _checked_result(
+        self, message: dict[str, Any]
+    ) -> tuple[int, CallStatus, Any, str | None, str, float]:
+        """The fields of a result for the call in flight, each of its exact type and range,
+        or :class:`ProtocolError`."""
         run = self.run_state
         expected = run.next_index
         keys = set(message)
@@ -462,8 +467,20 @@ class _Session:
             raise _protocol.ProtocolError("result duration is not a number of seconds")
         if not 0 <= duration <= _MAX_DURATION_S:
             raise _protocol.ProtocolError("result duration is out of range")
+        return index, status, message.get("v"), error, output, float(duration)
+
+    def _result(
+        self,
+        index: int,
+        status: CallStatus,
+        value: Any,
+        error: str | None,
+        output: str,
+        duration: float,
+    ) -> tuple[CallResult, str | None]:
+        """The result to record, and why the run's budget for results is spent, if it now is."""
+        run = self.run_state
         limits = self.limits
-        value = message.get("v")
         output = _clip(output, limits.output_chars + 100)
         error = None if error is None else _clip(error, limits.traceback_chars + 200)
         spent: str | None = None
@@ -485,7 +502,7 @@ class _Session:
             value=value,
             error=error,
             output=output,
-            duration_s=min(float(duration), _hard_timeout(limits.call_timeout_s)),
+            duration_s=min(duration, _hard_timeout(limits.call_timeout_s)),
         )
         return result, spent
 
