@@ -313,6 +313,8 @@ class _Session:
         self.worker = _Worker(run.workdir, bubblewrap=run.bubblewrap)
         self.poller = select.poll()
         self.writing = False
+        self.sent_up_to = run.next_index
+        """The last input written; one more is written only once this one is answered."""
         run.worker_starts += 1
         self.deadline = time.monotonic() + _STARTUP_TIMEOUT_S
         self.call_started = time.monotonic()
@@ -378,7 +380,14 @@ class _Session:
             self._on_exit()
             return True
         payloads, broken = self.reader.feed(data)
+        run = self.run_state
         for payload in payloads:
+            if self.phase is _Phase.CALLS and self.sent_up_to == run.next_index:
+                # An answer to the call in flight arrived: the worker may start the next
+                # call while this process decodes and checks the answer (if it is not a
+                # valid result for that call, the worker is replaced anyway).
+                self.sent_up_to = run.next_index + 1
+                self._send_input(self.sent_up_to)
             try:
                 if self._on_message(_protocol.decode(payload)):
                     return True
@@ -426,11 +435,7 @@ class _Session:
         if kind == "recycle" and type(index) is int and index == run.next_index and self.calls:
             self.worker.stop(wait_s=1.0)
             return True
-        fields = self._checked_result(message)
-        # The call in flight has answered: the worker may start the next one while this
-        # process decodes, budgets and records the answer.
-        self._send_input(run.next_index + 1)
-        result, spent = self._result(*fields)
+        result, spent = self._result(*self._checked_result(message))
         run.record(result)
         if spent:
             run.fill_rest(CallStatus.ERROR, spent)
