@@ -29,6 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 API_KEY = "test-key"
+UNREACHABLE_LLM_URL = "http://127.0.0.1:9/v1"
+ALLOWED_UNREACHABLE_LLM = {"AMORTIZED_ALLOWED_LLM_URLS": UNREACHABLE_LLM_URL}
 LIVE_MAX_MODEL_LEN = 2048
 
 AMORTIZED = [sys.executable, "-m", "amortized"]
@@ -88,7 +90,8 @@ def live_server(
 
     # The planners' program library of this server, away from the user's cache.
     library = tmp_path_factory.mktemp("program-library")
-    env = {"AMORTIZED_PROGRAM_LIBRARY": str(library)}
+    # An allowed LLM endpoint where nothing listens (port 9), for the outbound-request tests.
+    env = {"AMORTIZED_PROGRAM_LIBRARY": str(library), **ALLOWED_UNREACHABLE_LLM}
     with amortized_server(tiny_llama.path, log, *vllm_args, env=env) as server:
         yield server
 

@@ -70,6 +70,14 @@ def _add_serve(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
         metavar="PATH",
         help="where the engine log goes (default: <cache>/logs/serve-<time>-<port>.log)",
     )
+    p.add_argument(
+        "--allow-llm-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an LLM endpoint (URL prefix) that planners/solve requests may name in 'llm'; "
+        "repeatable; none by default, so clients cannot make the server request other URLs",
+    )
     kvp = p.add_argument_group("KV-prediction prefill")
     kvp.add_argument(
         "--kv-predictor", metavar="DIR", help="predictor folder from `amortized kvp train`"
@@ -111,6 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
             args.cache_dir,
             kv_prediction=kv_prediction,
             say=say,
+            allowed_llm_urls=args.allow_llm_url,
         )
         for warning in planned.warnings:
             say(f"warning: {warning}")

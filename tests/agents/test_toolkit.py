@@ -98,7 +98,7 @@ async def test_bad_calls_become_error_results_not_exceptions():
     assert "train" in invalid.content
     down = await call_tool(tools, "5", "amortized_server_info", {})
     assert down.error
-    assert "could not reach" in down.content
+    assert "cannot connect" in down.content
 
 
 async def test_mcp_server_in_process_lists_tools_and_reports_failures():
@@ -111,7 +111,7 @@ async def test_mcp_server_in_process_lists_tools_and_reports_failures():
             assert tool.input_schema == schemas[tool.name]["parameters"]
         failed = await client.call_tool("amortized_server_info", {})
         assert failed.is_error
-        assert "could not reach" in failed.content[0].text  # type: ignore[union-attr]
+        assert "cannot connect" in failed.content[0].text  # type: ignore[union-attr]
         bad = await client.call_tool("think_while_listening_chat", {"message": ""})
         assert bad.is_error
 
@@ -295,5 +295,5 @@ async def test_toolkit_from_server_offers_the_enabled_capabilities(live_server: 
     assert {t.name for t in kit.get_tools()} == ALL_TOOLS
     with pytest.raises(AmortizedError, match="refused the API key"):
         await AmortizedToolkit.from_server(live_server.base_url, "wrong-key")
-    with pytest.raises(AmortizedError, match="cannot reach"):
+    with pytest.raises(AmortizedError, match="cannot connect"):
         await AmortizedToolkit.from_server(f"http://127.0.0.1:{free_port()}/v1")

@@ -5,6 +5,8 @@ from typing import Any, Literal
 import httpx
 from langchain_core.tools import BaseTool, ToolException
 
+from amortized.agents._errors import error_detail, http_failure, transport_failure
+
 
 def route_url(base_url: str, route: str) -> str:
     """``http://host:port[/v1]`` and ``tabular/predict`` -> the route's full URL."""
@@ -64,15 +66,20 @@ class AmortizedRouteTool(BaseTool):
         return {"json": self._body(arguments), "headers": self._headers()}
 
     def _unreachable(self, error: httpx.HTTPError) -> ToolException:
-        return ToolException(f"{self.name} could not reach {self._url()}: {error!r}")
+        return ToolException(transport_failure(self.name, self._url(), error, self.timeout))
 
     def _handle(self, reply: httpx.Response) -> tuple[str, dict[str, Any]]:
         if reply.status_code >= 400:
-            try:
-                detail = reply.json()
-                message = detail.get("error", {}).get("message") or detail.get("detail") or detail
-            except ValueError:
-                message = reply.text
-            raise ToolException(f"{self.name} failed ({reply.status_code}): {message}")
-        result: dict[str, Any] = reply.json()
+            raise ToolException(
+                http_failure(self.name, self._url(), reply.status_code, reply.content)
+            )
+        try:
+            result = reply.json()
+        except ValueError:
+            result = None
+        if not isinstance(result, dict):
+            raise ToolException(
+                f"{self.name}: {self._url()} answered {reply.status_code} with something "
+                f"other than a JSON object: {error_detail(reply.content)[:200]}"
+            )
         return self._summarize(result), result

@@ -11,9 +11,10 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, Field
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 
-from amortized.agents.realtime import RealtimeError, RealtimeSession
+from amortized.agents._errors import http_failure, transport_failure
+from amortized.agents.realtime import RealtimeError, RealtimeSession, realtime_url
 
 ListeningInput = str | Sequence[str]
 
@@ -101,9 +102,14 @@ class ListeningChatTool(BaseTool):
         chat = ListeningChat(
             self.base_url, self.api_key, words_per_second=words_per_second, session=self.session
         )
+        url = realtime_url(self.base_url)
         try:
             return await chat.ainvoke(message)
         except RealtimeError as error:
-            raise ToolException(str(error)) from error
-        except (OSError, WebSocketException) as error:
-            raise ToolException(f"{self.name} could not reach {self.base_url}: {error}") from error
+            raise ToolException(f"{self.name}: {error}") from error
+        except InvalidStatus as error:  # the handshake was answered with an HTTP error
+            response = error.response
+            failure = http_failure(self.name, url, response.status_code, response.body or b"")
+            raise ToolException(failure) from error
+        except (OSError, TimeoutError, WebSocketException) as error:
+            raise ToolException(transport_failure(self.name, url, error, None)) from error

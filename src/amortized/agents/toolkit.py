@@ -13,6 +13,7 @@ from langchain_core.tools import BaseTool, BaseToolkit
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
+from amortized.agents._errors import http_failure, transport_failure
 from amortized.agents._http_tool import auth_headers, route_url
 from amortized.agents.info_tool import ServerInfoTool
 from amortized.agents.listening_chat import ListeningChatTool
@@ -95,14 +96,14 @@ async def server_capabilities(base_url: str, api_key: str | None = None) -> list
         async with httpx.AsyncClient(timeout=30) as client:
             reply = await client.get(url, headers=auth_headers(api_key))
     except httpx.HTTPError as error:
-        raise AmortizedError(
-            f"cannot reach {url} ({error}); is `amortized serve` running?"
-        ) from error
-    if reply.status_code == 401:
-        raise AmortizedError(f"{url} refused the API key; pass --api-key")
+        raise AmortizedError(transport_failure("amortized", url, error, 30)) from error
     if reply.status_code != 200:
-        raise AmortizedError(f"{url} answered {reply.status_code}; is this an amortized server?")
-    return [str(c["name"]) for c in reply.json().get("capabilities", [])]
+        raise AmortizedError(http_failure("amortized", url, reply.status_code, reply.content))
+    try:
+        capabilities = reply.json().get("capabilities", [])
+        return [str(c["name"]) for c in capabilities]
+    except (ValueError, AttributeError, TypeError, KeyError) as error:
+        raise AmortizedError(f"{url} did not answer like an amortized server") from error
 
 
 def openai_tool_schemas(tools: Sequence[BaseTool], *, strict: bool = False) -> list[dict[str, Any]]:

@@ -246,6 +246,7 @@ def plan_launch(
     environ: Mapping[str, str] | None = None,
     kv_prediction: KVPredictionOptions | None = None,
     say: Callable[[str], None] | None = None,
+    allowed_llm_urls: Sequence[str] = (),
 ) -> LaunchPlan:
     """Work out the vLLM command and environment; raises AmortizedError on bad input.
 
@@ -279,6 +280,12 @@ def plan_launch(
     if on_cpu:
         args += cpu_defaults(args, environ)
     env = {"VLLM_PLUGINS": plugin_allowlist(environ)}
+    if allowed_llm_urls:
+        from amortized.serving.outbound import ALLOWED_LLM_URLS_ENV
+        from amortized.serving.outbound import allowed_llm_urls as parse
+
+        urls = [*parse(environ), *allowed_llm_urls]
+        env[ALLOWED_LLM_URLS_ENV] = ",".join(parse({ALLOWED_LLM_URLS_ENV: ",".join(urls)}))
     if on_cpu and "VLLM_CPU_OMP_THREADS_BIND" not in environ and (os.cpu_count() or 1) <= 2:
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"  # auto-binding reserves a core we lack
     preload = intel_openmp_preload(environ) if on_cpu else None

@@ -97,6 +97,20 @@ class ServerProcess:
             f"log {self.log_path}:\n{log_tail(self.log_path)}"
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The server's own process (the leader of its group), while it runs."""
+        return None if self._proc is None else self._proc.pid
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code once the server process ends within ``timeout`` s, else None."""
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, grace: float = 20.0) -> None:
         """SIGTERM the whole process group (engine workers included), SIGKILL after ``grace``."""
         proc, self._proc = self._proc, None

@@ -7,12 +7,13 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.datastructures import State
 
 from amortized.serving.capabilities import ROUTE_PREFIX
-from amortized.serving.routes import state_service
+from amortized.serving.outbound import allowed_llm_urls
+from amortized.serving.routes import state_service, unless_disconnected
 from amortized.serving.routes.planners.protocol import PlannerSolveRequest, PlannerSolveResponse
 from amortized.serving.routes.planners.serving import (
     PlannerRequestError,
+    PlannerRouteError,
     PlannerService,
-    PlannerUnavailable,
 )
 
 SERVICE_STATE = "amortized_planners"
@@ -27,11 +28,11 @@ def make_router() -> APIRouter:
     async def solve(body: PlannerSolveRequest, request: Request) -> PlannerSolveResponse:
         service = state_service(request, SERVICE_STATE, PlannerService)
         try:
-            return await service.solve(body)
+            return await unless_disconnected(request, service.solve(body))
         except PlannerRequestError as error:
             raise HTTPException(status_code=400, detail=str(error)) from error
-        except PlannerUnavailable as error:
-            raise HTTPException(status_code=503, detail=str(error)) from error
+        except PlannerRouteError as error:
+            raise HTTPException(status_code=error.status_code, detail=str(error)) from error
 
     return router
 
@@ -44,6 +45,9 @@ async def init_state(engine_client: Any, state: State, args: Namespace) -> None:
 
     names = getattr(args, "served_model_name", None) or [getattr(args, "model", "")]
     service = PlannerService(
-        EngineClientBackend(engine_client), library=ProgramLibrary(), model_name=str(names[0])
+        EngineClientBackend(engine_client),
+        library=ProgramLibrary(),
+        model_name=str(names[0]),
+        allowed_llm_urls=allowed_llm_urls(),
     )
     setattr(state, SERVICE_STATE, service)

@@ -1,5 +1,10 @@
 """Planner route logic: a task and its instances → one program's actions, scores and cost."""
 
+from collections.abc import Sequence
+
+import httpx
+import openai
+
 from amortized.llm.base import LLMBackend
 from amortized.planners.cost import Prices
 from amortized.planners.environments import Instance, make_environment
@@ -8,6 +13,7 @@ from amortized.planners.ipp import PlannerBudget, PlannerOptions, Strategy
 from amortized.planners.library import ProgramLibrary
 from amortized.planners.sandbox import Sandbox, SandboxError
 from amortized.planners.solver import SolveOptions, SolveReport, solve_task
+from amortized.serving.outbound import ALLOWED_LLM_URLS_ENV, is_allowed
 from amortized.serving.routes.planners.protocol import (
     CostSummary,
     GridInstance,
@@ -22,8 +28,28 @@ class PlannerRequestError(ValueError):
     """The request names an unknown environment or holds instances it cannot use."""
 
 
-class PlannerUnavailable(RuntimeError):
-    """The server cannot plan at all (no usable sandbox): 503, with what to fix."""
+class PlannerRouteError(Exception):
+    """A failure the route answers with ``status_code`` and this message."""
+
+    status_code = 500
+
+
+class PlannerUnavailable(PlannerRouteError):
+    """The server cannot plan at all (no usable sandbox), with what to fix."""
+
+    status_code = 503
+
+
+class PlannerForbidden(PlannerRouteError):
+    """The request names an LLM endpoint the operator did not allow."""
+
+    status_code = 403
+
+
+class PlannerUpstreamError(PlannerRouteError):
+    """The LLM endpoint the request named (and the operator allowed) failed."""
+
+    status_code = 502
 
 
 def task_environment(request: PlannerSolveRequest) -> Environment:
@@ -114,11 +140,17 @@ class PlannerService:
     """Plans with the server's own model (or the endpoint a request names)."""
 
     def __init__(
-        self, backend: LLMBackend, *, library: ProgramLibrary, model_name: str = ""
+        self,
+        backend: LLMBackend,
+        *,
+        library: ProgramLibrary,
+        model_name: str = "",
+        allowed_llm_urls: Sequence[str] = (),
     ) -> None:
         self.backend = backend
         self.library = library
         self.model_name = model_name
+        self.allowed_llm_urls = tuple(allowed_llm_urls)
         self._sandbox: Sandbox | None = None
 
     @property
@@ -154,9 +186,16 @@ class PlannerService:
             prices=Prices(request.prompt_price_per_million, request.completion_price_per_million),
         )
         backend, model_name, external = self.backend, self.model_name, None
+        sandbox = self.sandbox
         if request.llm is not None:
             from amortized.llm import OpenAICompatibleBackend
 
+            if not is_allowed(request.llm.base_url, self.allowed_llm_urls):
+                raise PlannerForbidden(
+                    f"this server does not send requests to {request.llm.base_url}: the "
+                    "operator allows LLM endpoints with `amortized serve --allow-llm-url URL` "
+                    f"({ALLOWED_LLM_URLS_ENV}); leave out 'llm' to plan with the served model"
+                )
             external = OpenAICompatibleBackend(
                 request.llm.base_url, request.llm.api_key, request.llm.model
             )
@@ -168,9 +207,16 @@ class PlannerService:
                 backend=backend,
                 options=options,
                 library=self.library,
-                sandbox=self.sandbox,
+                sandbox=sandbox,
                 model_name=model_name,
             )
+        except (openai.APIError, httpx.HTTPError, OSError) as error:
+            if external is None:
+                raise
+            raise PlannerUpstreamError(
+                f"the LLM endpoint {request.llm.base_url if request.llm else ''} failed "
+                f"({type(error).__name__}: {error}); check that it is up and the key is right"
+            ) from error
         finally:
             if external is not None:
                 await external.close()

@@ -9,7 +9,7 @@ from starlette.datastructures import State
 
 from amortized.serving.capabilities import ROUTE_PREFIX
 from amortized.serving.listening import SessionError, VLLMBackend
-from amortized.serving.routes import state_service
+from amortized.serving.routes import state_service, unless_disconnected
 from amortized.serving.routes.realtime.protocol import SimulateRequest, SimulateResponse
 from amortized.serving.routes.realtime.serving import RealtimeService
 
@@ -28,14 +28,25 @@ def make_router() -> APIRouter:
         if not isinstance(service, RealtimeService):
             await websocket.close(code=1013, reason="amortized is still starting up")
             return
+
+        async def receive_text() -> str:
+            """A text frame's text; a binary frame's bytes as UTF-8 (clients that send JSON
+            as bytes work, anything else becomes an ``invalid_json`` error event)."""
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            if message.get("text") is not None:
+                return str(message["text"])
+            return bytes(message.get("bytes") or b"").decode("utf-8", errors="replace")
+
         with contextlib.suppress(WebSocketDisconnect):
-            await service.run_connection(websocket.receive_text, websocket.send_json)
+            await service.run_connection(receive_text, websocket.send_json)
 
     @router.post(f"{REALTIME_PATH}/simulate", response_model=SimulateResponse, tags=["amortized"])
     async def simulate(body: SimulateRequest, request: Request) -> SimulateResponse:
         service = state_service(request, SERVICE_STATE, RealtimeService)
         try:
-            return await service.simulate(body)
+            return await unless_disconnected(request, service.simulate(body))
         except SessionError as error:
             raise HTTPException(
                 status_code=400, detail=f"{error.code.value}: {error.message}"

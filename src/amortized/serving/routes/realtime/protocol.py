@@ -8,7 +8,7 @@ import uuid
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from amortized.serving.listening.config import SessionConfig
 from amortized.serving.listening.events import (
@@ -104,19 +104,54 @@ CLIENT_EVENT_TYPES = (
 UNSUPPORTED_PREFIXES = ("input_audio_buffer.", "output_audio_buffer.", "transcription_session.")
 
 
+def _settings_model(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """``model`` with every field optional (a change to it), nested models likewise; the
+    merged result is validated as ``model`` itself, so its limits still apply."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        annotation: Any = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            annotation = _settings_model(
+                annotation, annotation.__name__.replace("Config", "") + "Settings"
+            )
+        optional = annotation | None
+        fields[field_name] = (optional, Field(default=None, description=info.description))
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+SessionSettings: type[BaseModel] = _settings_model(SessionConfig, "SessionSettings")
+"""What ``session.update`` and the simulate route accept: any part of the session config."""
+
+MAX_SIMULATED_SECONDS = 300.0
+"""The longest speech the simulate route replays; longer requests are refused with a 400."""
+
+
 class SimulateRequest(BaseModel):
     """Replay one message as timed chunks through a session, for evaluation over plain HTTP."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, description="The whole user message.")
+    text: str = Field(
+        min_length=1, max_length=100_000, description="The whole user message (words by spaces)."
+    )
     words_per_second: float = Field(
-        default=3.0, gt=0, le=1000, description="Simulated speaking rate."
+        default=3.0, ge=0.1, le=1000, description="Simulated speaking rate."
     )
     words_per_chunk: int = Field(default=1, ge=1, le=10000, description="Words sent per append.")
-    session: dict[str, Any] = Field(
-        default_factory=dict, description="Session settings, as in session.update."
+    session: SessionSettings = Field(  # type: ignore[valid-type]
+        default_factory=lambda: SessionSettings(),
+        description="Session settings, as in session.update.",
     )
+
+    @model_validator(mode="after")
+    def _speech_fits(self) -> "SimulateRequest":
+        seconds = len(self.text.split(" ")) / self.words_per_second
+        if seconds > MAX_SIMULATED_SECONDS:
+            raise ValueError(
+                f"the simulated speech would take {seconds:.0f} s; at most "
+                f"{MAX_SIMULATED_SECONDS:.0f} s: raise words_per_second or send less text"
+            )
+        return self
 
 
 class ThinkingSegment(BaseModel):

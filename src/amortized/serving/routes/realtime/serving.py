@@ -8,9 +8,9 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from amortized.serving.listening import (
     ErrorCode,
@@ -172,23 +172,28 @@ class RealtimeService:
             await session.cancel()
         return None
 
+    @staticmethod
+    def _until(started: float, words: int, words_per_second: float) -> float:
+        """Seconds to wait until ``words`` words have been said since ``started``."""
+        return max(0.0, started + words / words_per_second - time.perf_counter())
+
     async def simulate(self, request: SimulateRequest) -> SimulateResponse:
         """Speak ``request.text`` into a session at the given rate, commit, collect the answer."""
-        config = merged_config(self.defaults, request.session)
+        changes = cast(BaseModel, request.session).model_dump(exclude_unset=True)
+        config = merged_config(self.defaults, changes)
         session = self.new_session(config)
         words = request.text.split(" ")
-        pieces = [
-            " ".join(words[i : i + request.words_per_chunk])
-            for i in range(0, len(words), request.words_per_chunk)
-        ]
-        interval = request.words_per_chunk / request.words_per_second
+        step = request.words_per_chunk
+        pieces = [words[i : i + step] for i in range(0, len(words), step)]
         started = time.perf_counter()
+        heard = 0  # words so far: each chunk takes as long as the words it holds take to say
         try:
             for index, piece in enumerate(pieces):
                 if index:
-                    await asyncio.sleep(max(0.0, started + index * interval - time.perf_counter()))
-                await session.append(piece if index == 0 else " " + piece)
-            await asyncio.sleep(max(0.0, started + len(pieces) * interval - time.perf_counter()))
+                    await asyncio.sleep(self._until(started, heard, request.words_per_second))
+                await session.append(" ".join(piece) if index == 0 else " " + " ".join(piece))
+                heard += len(piece)
+            await asyncio.sleep(self._until(started, heard, request.words_per_second))
             listening_ms = (time.perf_counter() - started) * 1000
             await session.commit()
             await session.wait_answer()

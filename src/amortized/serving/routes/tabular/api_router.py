@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.datastructures import State
 
 from amortized.serving.capabilities import ROUTE_PREFIX
-from amortized.serving.routes import state_service
+from amortized.serving.routes import state_service, unless_disconnected
 from amortized.serving.routes.tabular.protocol import TabularPredictRequest, TabularPredictResponse
 from amortized.serving.routes.tabular.serving import TabularService
 from amortized.tabular.predictor import TabularInputError
@@ -24,7 +24,7 @@ def make_router() -> APIRouter:
     async def predict(body: TabularPredictRequest, request: Request) -> TabularPredictResponse:
         service = state_service(request, SERVICE_STATE, TabularService)
         try:
-            return await service.predict(body)
+            return await unless_disconnected(request, service.predict(body))
         except TabularInputError as error:
             raise HTTPException(status_code=400, detail=str(error)) from error
 
