@@ -31,6 +31,11 @@ def pytest_configure(config: pytest.Config) -> None:
 API_KEY = "test-key"
 UNREACHABLE_LLM_URL = "http://127.0.0.1:9/v1"
 ALLOWED_UNREACHABLE_LLM = {"AMORTIZED_ALLOWED_LLM_URLS": UNREACHABLE_LLM_URL}
+SCRIPTED_LLM_PORT = free_port()
+"""Where tests run their scripted stand-in LLM: the live server allows it as an endpoint."""
+LIVE_ALLOWED_LLM = {
+    "AMORTIZED_ALLOWED_LLM_URLS": f"{UNREACHABLE_LLM_URL},http://127.0.0.1:{SCRIPTED_LLM_PORT}/v1"
+}
 LIVE_MAX_MODEL_LEN = 2048
 
 AMORTIZED = [sys.executable, "-m", "amortized"]
@@ -91,7 +96,7 @@ def live_server(
     # The planners' program library of this server, away from the user's cache.
     library = tmp_path_factory.mktemp("program-library")
     # An allowed LLM endpoint where nothing listens (port 9), for the outbound-request tests.
-    env = {"AMORTIZED_PROGRAM_LIBRARY": str(library), **ALLOWED_UNREACHABLE_LLM}
+    env = {"AMORTIZED_PROGRAM_LIBRARY": str(library), **LIVE_ALLOWED_LLM}
     with amortized_server(tiny_llama.path, log, *vllm_args, env=env) as server:
         yield server
 

@@ -77,10 +77,13 @@ class ScriptedLLM:
 
 
 @contextmanager
-def serve_scripted(script: Sequence[str]) -> Iterator[tuple[ScriptedLLM, str]]:
-    """Run a :class:`ScriptedLLM` on a free port; yields it and its ``/v1`` base URL."""
+def serve_scripted(
+    script: Sequence[str], port: int | None = None
+) -> Iterator[tuple[ScriptedLLM, str]]:
+    """Run a :class:`ScriptedLLM` on ``port`` (default: a free one); yields it and its ``/v1``
+    base URL."""
     llm = ScriptedLLM(script)
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(llm.app, host="127.0.0.1", port=port, log_level="warning")
     )

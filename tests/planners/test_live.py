@@ -13,7 +13,7 @@ from langchain_core.messages import ToolMessage
 from amortized.agents import GridPlanningTool
 from amortized.planners.environments import make_environment
 from amortized.planners.policies import load_reference_policy, reference_policy_source
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, SCRIPTED_LLM_PORT
 from tests.planners.scripted_llm import serve_scripted
 
 pytestmark = pytest.mark.server
@@ -97,7 +97,7 @@ def test_requires_the_api_key_and_keeps_serving(live_server):
 
 def test_external_llm_plans_then_the_library_serves_without_llm(live_server):
     task = {"env": "GRASP", "movement": 4, "carry_limit": 100, "cost_per_step": 0.0}
-    with serve_scripted([GREEDY_REPLY]) as (llm, base_url):
+    with serve_scripted([GREEDY_REPLY], port=SCRIPTED_LLM_PORT) as (llm, base_url):
         body = {
             "task": task,
             "generate": {"count": 12, "seed": 4},

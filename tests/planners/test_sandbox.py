@@ -553,8 +553,10 @@ def test_junk_on_inherited_fds_is_a_protocol_error(sandbox: Sandbox) -> None:
                 yield from subclasses(sub)
 
         def attack(arg):
+            import sys
             raw = next(c for c in subclasses(object) if c.__name__ == "FileIO")
-            for fd in range(3, 21):
+            # Every low descriptor, and the pipes the worker was given (its argv names them).
+            for fd in [*range(3, 21), *map(int, sys.argv[1:3])]:
                 try:
                     raw(fd, "w", closefd=False).write(b"\\xff" * 64)
                 except OSError:
@@ -595,7 +597,7 @@ def test_forged_results_only_claim_the_programs_own_calls(sandbox: Sandbox) -> N
     # requested indices, in order, and never more than one per input. Values stay untrusted.
     source = program(
         """
-        import json
+        import json, sys
         def subclasses(cls):
             for sub in type.__subclasses__(cls):
                 yield sub
@@ -604,7 +606,7 @@ def test_forged_results_only_claim_the_programs_own_calls(sandbox: Sandbox) -> N
         def solve(x):
             if x == 0:
                 raw = next(c for c in subclasses(object) if c.__name__ == "FileIO")
-                for fd in range(3, 21):
+                for fd in [*range(3, 21), *map(int, sys.argv[1:3])]:
                     for i in (0, 1, 7, 0, 99):
                         msg = {"t": "result", "i": i, "s": "ok", "e": None, "o": "", "d": 0,
                                "v": "forged"}

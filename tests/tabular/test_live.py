@@ -299,7 +299,7 @@ async def test_langchain_tool(live_server: ServerProcess, iris) -> None:
     assert len(message.artifact["predictions"]) == 2
     call["args"] = {**call["args"], "target": "nope"}
     failed = await tool.ainvoke(call)
-    assert "failed (400)" in failed.content
+    assert "rejected the request (400)" in failed.content
 
 
 # scikit-learn's API-contract checks that apply. Left out: the accuracy checks (a tiny
