@@ -46,7 +46,7 @@ async def test_tool_returns_the_answer_and_reports_errors(live_server: ServerPro
     tool = ListeningChatTool(
         base_url=live_server.base_url, api_key=API_KEY, session={"answer": {"max_tokens": 6}}
     )
-    answer = await tool.ainvoke({"message": "Hi there", "words_per_second": 100})
+    answer = await tool.ainvoke({"message": "Hi there"})
     assert isinstance(answer, str)
     assert answer
     too_long = await tool.ainvoke({"message": "word " * (LIVE_MAX_MODEL_LEN + 100)})

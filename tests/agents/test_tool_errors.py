@@ -22,11 +22,12 @@ from tests.conftest import API_KEY
 
 ARGUMENTS: dict[str, dict[str, Any]] = {
     "tabular_predict": {
-        "train": [{"x": 1, "y": "a"}, {"x": 2, "y": "b"}],
-        "test": [{"x": 1}],
+        "columns": ["x", "y"],
         "target": "y",
+        "train": [[1, "a"], [2, "b"]],
+        "test": [[1]],
     },
-    "grid_plan": {"task": {"env": "GRASP"}, "count": 1},
+    "grid_plan": {"env": "GRASP", "count": 1},
     "think_while_listening_chat": {"message": "hello"},
     "amortized_server_info": {},
 }

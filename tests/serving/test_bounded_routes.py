@@ -110,6 +110,19 @@ def test_llm_endpoints_must_be_allowed_and_failures_are_502(live_server: ServerP
     still_serving(live_server)
 
 
+def test_a_token_budget_below_the_prompt_is_refused_with_the_minimum(
+    live_server: ServerProcess,
+) -> None:
+    body = {"task": {"env": "GRASP"}, "generate": {"count": 1}, "reuse": False, "max_tokens": 50}
+    reply = post(live_server, "planners/solve", body)
+    assert reply.status_code == 400, reply.text
+    message = reply.json()["error"]["message"]
+    assert "give max_tokens of at least" in message
+    minimum = int(message.rsplit(" ", 1)[-1])
+    assert minimum > 50
+    still_serving(live_server)
+
+
 async def test_every_websocket_frame_type_gets_an_answer(live_server: ServerProcess) -> None:
     url = realtime_url(live_server.root_url)
     async with connect(url, additional_headers=HEADERS) as ws:
@@ -147,7 +160,7 @@ def test_sigterm_stops_the_server_within_5_s_after_abandoned_requests(
     args = ("--served-model-name", "tiny", "--max-model-len", "2048")
     with amortized_server(tiny_llama.path, log, *args, env=ALLOWED_UNREACHABLE_LLM) as server:
         # A two-token prompt as the server's very first request used to kill the model runner
-        # with SIGILL on CPUs with AMX (amortized.serving.cpu_features).
+        # with SIGILL on CPUs with AMX (amortized.serving.engine_setup).
         still_serving(server)
         still_serving(server)
         routes = f"{server.base_url}/amortized"

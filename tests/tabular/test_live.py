@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 from sklearn.datasets import load_iris
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -276,6 +277,20 @@ def test_route_predicts_with_provenance(live_server: ServerProcess, iris) -> Non
     assert 400 <= reply.status_code < 500
 
 
+def as_table(
+    train: list[dict[str, Any]], test: list[dict[str, Any]], target: str
+) -> dict[str, Any]:
+    """Rows as dicts -> the tool's columns and rows of values."""
+    columns = list(train[0])
+    features = [c for c in columns if c != target]
+    return {
+        "columns": columns,
+        "target": target,
+        "train": [[row[c] for c in columns] for row in train],
+        "test": [[row[c] for c in features] for row in test],
+    }
+
+
 async def test_langchain_tool(live_server: ServerProcess, iris) -> None:
     from langchain_core.messages import ToolMessage
 
@@ -284,12 +299,7 @@ async def test_langchain_tool(live_server: ServerProcess, iris) -> None:
     tool = TabularPredictionTool(base_url=live_server.base_url, api_key=API_KEY)
     call: dict[str, Any] = {
         "name": tool.name,
-        "args": {
-            "train": iris_rows(iris, 0, 20, True),
-            "test": iris_rows(iris, 20, 22, False),
-            "target": "species",
-            "shots": 6,
-        },
+        "args": as_table(iris_rows(iris, 0, 20, True), iris_rows(iris, 20, 22, False), "species"),
         "id": "call-1",
         "type": "tool_call",
     }
@@ -297,9 +307,12 @@ async def test_langchain_tool(live_server: ServerProcess, iris) -> None:
     assert isinstance(message, ToolMessage)
     assert str(message.content).startswith("labels: ")
     assert len(message.artifact["predictions"]) == 2
-    call["args"] = {**call["args"], "target": "nope"}
-    failed = await tool.ainvoke(call)
-    assert "rejected the request (400)" in failed.content
+    call["args"] = {**call["args"], "target": "nope"}  # refused before any request
+    with pytest.raises(ValidationError, match="target 'nope' is not one of the columns"):
+        await tool.ainvoke(call)
+    call["args"] = {**call["args"], "target": "species", "train": call["args"]["train"][:1]}
+    with pytest.raises(ValidationError, match="at least 2 items"):
+        await tool.ainvoke(call)
 
 
 # scikit-learn's API-contract checks that apply. Left out: the accuracy checks (a tiny

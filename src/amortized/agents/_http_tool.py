@@ -6,6 +6,7 @@ import httpx
 from langchain_core.tools import BaseTool, ToolException
 
 from amortized.agents._errors import error_detail, http_failure, transport_failure
+from amortized.agents._schema import compact_schema
 
 
 def route_url(base_url: str, route: str) -> str:
@@ -29,6 +30,11 @@ class AmortizedRouteTool(BaseTool):
     timeout: float = 600.0
     handle_tool_error: bool = True
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
+
+    @property
+    def tool_call_schema(self) -> dict[str, Any]:
+        """The arguments' schema as models see it: compact (every prompt carries it)."""
+        return compact_schema(self.args_schema)
 
     def _url(self) -> str:
         return route_url(self.base_url, self.route)

@@ -133,6 +133,9 @@ def _run(args: argparse.Namespace) -> int:
             payload = {
                 "answer": run.answer,
                 "stopped": run.stopped,
+                "prompt_tokens": [
+                    r.usage.prompt_tokens for r in run.responses if getattr(r, "usage", None)
+                ],
                 "calls": [{**asdict(c), "artifact": c.artifact} for c in run.calls],
             }
             print(json.dumps(payload, default=str))

@@ -16,9 +16,7 @@ class ServerInfoTool(AmortizedRouteTool):
 
     name: str = "amortized_server_info"
     description: str = (
-        "List the models this server serves (and whether each is a CASAL checkpoint that "
-        "abstains on unknown questions) and the amortized capabilities it has enabled. "
-        "Takes no arguments."
+        "List the models this server serves (CASAL ones abstain when unsure) and its capabilities."
     )
     args_schema: type[BaseModel] = NoArguments
     route: str = "info"

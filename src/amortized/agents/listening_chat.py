@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from amortized.agents._errors import http_failure, transport_failure
+from amortized.agents._schema import compact_schema
 from amortized.agents.realtime import RealtimeError, RealtimeSession, realtime_url
 
 ListeningInput = str | Sequence[str]
@@ -75,10 +76,7 @@ def _chunks(input: ListeningInput) -> list[str]:
 
 
 class ListeningChatInput(BaseModel):
-    message: str = Field(min_length=1, description="What the user says.")
-    words_per_second: float | None = Field(
-        default=None, gt=0, le=1000, description="Replay the message at this speaking rate."
-    )
+    message: str = Field(min_length=1, description="what the user says")
 
 
 class ListeningChatTool(BaseTool):
@@ -86,21 +84,29 @@ class ListeningChatTool(BaseTool):
 
     name: str = "think_while_listening_chat"
     description: str = (
-        "Send a message to the served model as streamed input; it reasons while the message "
-        "arrives and answers as soon as it ends. Returns the answer text."
+        "Ask the served model; it thinks while the message streams in and answers at once."
     )
     args_schema: type[BaseModel] = ListeningChatInput
     handle_tool_error: bool = True
     base_url: str = "http://127.0.0.1:8000"
     api_key: str | None = None
     session: dict[str, Any] | None = None
+    words_per_second: float | None = None
+    """Replay each message at this speaking rate (None: as fast as it goes)."""
 
-    def _run(self, message: str, words_per_second: float | None = None, **_: Any) -> str:
-        return asyncio.run(self._arun(message, words_per_second))
+    @property
+    def tool_call_schema(self) -> dict[str, Any]:
+        return compact_schema(self.args_schema)
 
-    async def _arun(self, message: str, words_per_second: float | None = None, **_: Any) -> str:
+    def _run(self, message: str, **_: Any) -> str:
+        return asyncio.run(self._arun(message))
+
+    async def _arun(self, message: str, **_: Any) -> str:
         chat = ListeningChat(
-            self.base_url, self.api_key, words_per_second=words_per_second, session=self.session
+            self.base_url,
+            self.api_key,
+            words_per_second=self.words_per_second,
+            session=self.session,
         )
         url = realtime_url(self.base_url)
         try:

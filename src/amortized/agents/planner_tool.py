@@ -1,25 +1,26 @@
-"""LangChain tool for code-policy grid planning through ``/v1/amortized/planners/solve``."""
+"""LangChain tool for code-policy grid planning through ``/v1/amortized/planners/solve``.
+
+The arguments are flat and few (a model reads them in every prompt); the route itself takes
+more (strategies, prices, other endpoints).
+"""
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from amortized.agents._http_tool import AmortizedRouteTool
-from amortized.serving.routes.planners.protocol import GridInstance, SeedInstance, TaskSpec
 
 
 class GridPlanningInput(BaseModel):
-    task: TaskSpec
-    instances: list[GridInstance | SeedInstance] | None = Field(
-        default=None,
-        description="GRASP grids ({'grid': [11 strings]}) or MiniGrid seeds ({'seed': 3}).",
-    )
-    count: int | None = Field(
-        default=None, ge=1, le=20000, description="Instead of instances: generate this many."
-    )
-    strategy: Literal["direct", "pseudocode", "curriculum", "refine"] = "refine"
-    rounds: int = Field(default=3, ge=1, le=20, description="LLM rounds when a program is new.")
-    examples: int = Field(default=1, ge=0, le=5, description="Instances shown in the prompt.")
+    env: str = Field(description="GRASP or a MiniGrid id (MiniGrid-DoorKey-8x8-v0)")
+    movement: Literal[4, 8] | None = Field(default=None, description="GRASP: 4 or 8")
+    carry_limit: int | None = Field(default=None, ge=1, le=1000, description="GRASP: 100")
+    cost_per_step: float | None = Field(default=None, ge=0, le=100, description="GRASP: 0")
+    count: int | None = Field(default=None, ge=1, le=20000, description="instances to draw: 10")
+    grids: list[list[str]] | None = Field(default=None, description="GRASP grids to solve")
+    seeds: list[int] | None = Field(default=None, description="MiniGrid seeds to solve")
+    max_tokens: int | None = Field(default=None, ge=1, description="LLM token budget")
+    wall_time_s: float | None = Field(default=None, gt=0, le=3600, description="seconds")
 
 
 class GridPlanningTool(AmortizedRouteTool):
@@ -27,28 +28,25 @@ class GridPlanningTool(AmortizedRouteTool):
 
     name: str = "grid_plan"
     description: str = (
-        "Solve grid-world planning instances (GRASP energy collection, MiniGrid door/key "
-        "tasks) with one policy program that the served model writes and refines, or a "
-        "validated program reused from the library. Returns actions and a score per "
-        "instance, the program id and the LLM cost."
+        "Solve many grid-world instances (GRASP, MiniGrid) with one policy program written "
+        "once and reused. Returns actions, scores and cost."
     )
     args_schema: type[BaseModel] = GridPlanningInput
     route: str = "planners/solve"
 
     def _body(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        task = arguments["task"]
-        body: dict[str, Any] = {
-            "task": task.model_dump() if isinstance(task, BaseModel) else task,
-            "strategy": arguments.get("strategy", "refine"),
-            "rounds": arguments.get("rounds", 3),
-            "examples": arguments.get("examples", 1),
-        }
-        instances = arguments.get("instances")
-        if instances is not None:
-            body["instances"] = [
-                i.model_dump(exclude_none=True) if isinstance(i, BaseModel) else i
-                for i in instances
-            ]
+        task = {"env": arguments["env"]}
+        for name in ("movement", "carry_limit", "cost_per_step"):
+            if arguments.get(name) is not None:
+                task[name] = arguments[name]
+        body: dict[str, Any] = {"task": task}
+        for name in ("max_tokens", "wall_time_s"):
+            if arguments.get(name) is not None:
+                body[name] = arguments[name]
+        if arguments.get("grids"):
+            body["instances"] = [{"grid": grid} for grid in arguments["grids"]]
+        elif arguments.get("seeds"):
+            body["instances"] = [{"seed": seed} for seed in arguments["seeds"]]
         else:
             body["generate"] = {"count": arguments.get("count") or 10}
         return body

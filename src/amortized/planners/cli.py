@@ -67,7 +67,7 @@ def _plan(args: argparse.Namespace) -> int:
     from amortized.llm import OpenAICompatibleBackend
     from amortized.planners.cost import Prices
     from amortized.planners.environments import make_environment
-    from amortized.planners.ipp import PlannerBudget, PlannerOptions, Strategy
+    from amortized.planners.ipp import BudgetTooSmall, PlannerBudget, PlannerOptions, Strategy
     from amortized.planners.library import ProgramLibrary
     from amortized.planners.sandbox import SandboxError
     from amortized.planners.solver import (
@@ -123,7 +123,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     try:
         report = asyncio.run(run())
-    except (PlannerUnavailableError, SandboxError) as error:
+    except (PlannerUnavailableError, SandboxError, BudgetTooSmall) as error:
         raise AmortizedError(str(error)) from error
     except (OSError, openai.APIConnectionError) as error:
         raise AmortizedError(f"cannot reach {args.base_url}: {error}") from error

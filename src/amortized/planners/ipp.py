@@ -34,6 +34,10 @@ class Strategy(StrEnum):
     REFINE = "refine"
 
 
+class BudgetTooSmall(ValueError):
+    """A token budget that cannot pay for even one round; the message gives the minimum."""
+
+
 @dataclass(frozen=True)
 class PlannerBudget:
     """Limits on one planning run; whichever is reached first stops it."""
@@ -153,6 +157,19 @@ class ProgramPlanner:
         usage.add(completion.prompt_tokens, completion.completion_tokens)
         return completion.text
 
+    async def _check_budget(self, conversation: Messages) -> None:
+        """Refuse a token budget smaller than the opening prompt plus a minimal program."""
+        limit = self.options.budget.max_tokens
+        if limit is None:
+            return
+        needed = await self.backend.count_tokens(conversation) + MIN_COMPLETION_TOKENS
+        if limit < needed:
+            raise BudgetTooSmall(
+                f"max_tokens={limit} cannot pay for one round: the opening prompt takes "
+                f"{needed - MIN_COMPLETION_TOKENS} tokens and a program at least "
+                f"{MIN_COMPLETION_TOKENS}; give max_tokens of at least {needed}"
+            )
+
     async def plan(self, instances: Sequence[Instance]) -> PlanningResult:
         """Plan on ``instances`` (the training set) and return the best program found."""
         if not instances:
@@ -182,6 +199,7 @@ class ProgramPlanner:
         records: list[RoundRecord] = []
         best: tuple[str, EvaluationReport] | None = None
         conversation = prompts.messages(task)
+        await self._check_budget(conversation)
         stopped = "rounds" if options.strategy is Strategy.REFINE else "strategy"
         started = time.monotonic()
         for index in range(rounds_allowed):

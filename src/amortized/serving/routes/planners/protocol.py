@@ -75,7 +75,12 @@ class PlannerSolveRequest(BaseModel):
     examples: int = Field(
         default=1, ge=0, le=5, description="Instances rendered into the opening prompt."
     )
-    max_tokens: int | None = Field(default=None, ge=256, description="LLM token budget.")
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="LLM token budget over all rounds (prompts included); one that cannot pay "
+        "for the opening prompt plus a program is refused with the minimum.",
+    )
     wall_time_s: float | None = Field(default=None, gt=0, le=3600)
     reuse: bool = Field(default=True, description="Serve a validated library program if any.")
     min_success_rate: float = Field(default=0.5, ge=0, le=1)

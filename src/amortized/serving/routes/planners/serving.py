@@ -9,7 +9,7 @@ from amortized.llm.base import LLMBackend
 from amortized.planners.cost import Prices
 from amortized.planners.environments import Instance, make_environment
 from amortized.planners.environments.base import Environment
-from amortized.planners.ipp import PlannerBudget, PlannerOptions, Strategy
+from amortized.planners.ipp import BudgetTooSmall, PlannerBudget, PlannerOptions, Strategy
 from amortized.planners.library import ProgramLibrary
 from amortized.planners.sandbox import Sandbox, SandboxError
 from amortized.planners.solver import SolveOptions, SolveReport, solve_task
@@ -210,6 +210,8 @@ class PlannerService:
                 sandbox=sandbox,
                 model_name=model_name,
             )
+        except BudgetTooSmall as error:
+            raise PlannerRequestError(str(error)) from error
         except (openai.APIError, httpx.HTTPError, OSError) as error:
             if external is None:
                 raise

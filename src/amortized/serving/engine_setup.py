@@ -1,4 +1,10 @@
-"""Ask Linux for the AMX tile state in every vLLM process, before any kernel needs it.
+"""Set-up in every vLLM process (a ``vllm.general_plugins`` entry point, loaded by vLLM in
+its API server, engine core and workers when ``VLLM_PLUGINS`` names ``amortized``).
+
+Two fixes for what a client could otherwise trigger: AMX permission before any kernel needs
+it, and forced tool calls without free whitespace (:mod:`.tool_call_whitespace`).
+
+Ask Linux for the AMX tile state before any kernel needs it.
 
 On x86-64 Linux a process must request permission for AMX's large register state
 (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``) before its first AMX instruction,
@@ -40,4 +46,7 @@ def request_amx_permission() -> bool:
 
 def register() -> None:
     """The ``vllm.general_plugins`` entry point."""
+    from amortized.serving import tool_call_whitespace
+
     request_amx_permission()
+    tool_call_whitespace.install()
