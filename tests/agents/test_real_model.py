@@ -67,29 +67,27 @@ def test_a_forced_strict_call_gives_valid_nonempty_arguments(
     tool = tools[name]
     schema = openai_tool_schemas([tool], strict=True)[0]
     client = openai.OpenAI(base_url=smollm2_server.base_url, api_key=API_KEY)
-    reply = client.chat.completions.create(
-        model=SMOLLM2,
-        messages=[{"role": "user", "content": REQUESTS[name]}],
-        tools=[schema],
-        tool_choice={"type": "function", "function": {"name": name}},
-        max_tokens=600,
-        temperature=0,
-    )
+    request: Any = {
+        "messages": [{"role": "user", "content": REQUESTS[name]}],
+        "tools": [schema],
+        "tool_choice": {"type": "function", "function": {"name": name}},
+    }
+    reply = client.chat.completions.create(model=SMOLLM2, max_tokens=600, temperature=0, **request)
     choice = reply.choices[0]
     assert choice.finish_reason != "length", "the arguments never ended"
     calls = choice.message.tool_calls or []
     assert len(calls) == 1
-    arguments = json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
-    validated = tool.args_schema.model_validate(arguments)  # type: ignore[union-attr]
+    arguments = json.loads(calls[0].function.arguments)
+    validated: Any = tool.args_schema.model_validate(arguments)  # type: ignore[union-attr]
     if name == "tabular_predict":
         assert len(validated.train) >= 2
         assert len(validated.test) >= 1
         assert all(validated.train)
         assert all(validated.test)
     elif name == "grid_plan":
-        assert validated.env  # type: ignore[attr-defined]
+        assert validated.env
     elif name == "think_while_listening_chat":
-        assert validated.message.strip()  # type: ignore[attr-defined]
+        assert validated.message.strip()
 
 
 def test_json_modes_finish_without_client_tricks(smollm2_server: ServerProcess) -> None:
@@ -101,7 +99,7 @@ def test_json_modes_finish_without_client_tricks(smollm2_server: ServerProcess) 
         capital: str
 
     client = openai.OpenAI(base_url=smollm2_server.base_url, api_key=API_KEY)
-    question = [{"role": "user", "content": "What is the capital of France? Answer in JSON."}]
+    question: Any = [{"role": "user", "content": "What is the capital of France? Answer in JSON."}]
     parsed = client.chat.completions.parse(
         model=SMOLLM2, messages=question, response_format=Capital, max_tokens=200, temperature=0
     )
