@@ -4,36 +4,15 @@ Errors the user can fix end the command with one line and a non-zero exit code.
 """
 
 import argparse
-import json
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
 from amortized import __version__
+from amortized.cli_support import OneLineParser
 from amortized.errors import AmortizedError
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line (no usage dump), pointing at --help."""
-
-    def error(self, message: str) -> NoReturn:
-        if message.startswith("unrecognized arguments"):
-            message += "; vLLM options go after `--` (amortized serve MODEL -- --max-model-len 512)"
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def json_object_option(value: str, flag: str) -> dict[str, Any]:
-    """A command-line option holding a JSON object, or a one-line error naming ``flag``."""
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as error:
-        raise AmortizedError(f"{flag} is not JSON ({error.msg} at {error.pos})") from error
-    if not isinstance(parsed, dict):
-        raise AmortizedError(f"{flag} must be a JSON object")
-    return parsed
 
 
 def _add_serve(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:

@@ -11,7 +11,7 @@ from amortized.errors import AmortizedError
 
 if TYPE_CHECKING:
     from amortized.agents.toolkit import AmortizedToolkit
-    from amortized.cli import OneLineParser
+    from amortized.cli_support import OneLineParser
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
@@ -27,7 +27,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_agent_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
-    from amortized.cli import OneLineParser
+    from amortized.cli_support import OneLineParser
 
     p = subparsers.add_parser("agent", help="a tool-calling agent over the served model")
     sub = p.add_subparsers(dest="agent_command", required=True, parser_class=OneLineParser)
@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     import openai
 
     from amortized.agents.loop import ToolCallRecord, run_agent
-    from amortized.cli import json_object_option
+    from amortized.cli_support import json_object_option
 
     if args.max_steps < 1:
         raise AmortizedError("--max-steps must be at least 1")

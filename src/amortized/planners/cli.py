@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from amortized.errors import AmortizedError
 
 if TYPE_CHECKING:
-    from amortized.cli import OneLineParser
+    from amortized.cli_support import OneLineParser
     from amortized.planners.ipp import RoundRecord
 
 

@@ -17,7 +17,6 @@ from starlette.datastructures import State
 from amortized.errors import AmortizedError
 
 CAPABILITIES_ENV = "AMORTIZED_CAPABILITIES"
-ROUTE_PREFIX = "/v1/amortized"
 
 InitState = Callable[[Any, State, Namespace], Awaitable[None]]
 """``(engine_client | None, app.state, args)``; engine_client is None on render-only servers."""

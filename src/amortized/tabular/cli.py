@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from amortized.errors import AmortizedError
 
 if TYPE_CHECKING:
-    from amortized.cli import OneLineParser
+    from amortized.cli_support import OneLineParser
     from amortized.tabular.job import JobSpec
 
 
@@ -121,7 +121,7 @@ def _run_ray(args: argparse.Namespace, spec: "JobSpec", base_urls: list[str]) ->
 
     if importlib.util.find_spec("ray") is None:
         raise AmortizedError("--engine ray needs Ray: pip install 'amortized[ray]'")
-    from amortized.cli import json_object_option
+    from amortized.cli_support import json_object_option
     from amortized.tabular.ray_engine import Endpoints, RayOptions, run_ray_job
 
     vllm_args = json_object_option(args.ray_vllm_args, "--ray-vllm-args")

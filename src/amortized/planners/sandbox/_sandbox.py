@@ -35,7 +35,10 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import IO, Any
 
-from amortized.planners.sandbox import _cleanup, _identity, _launch, _protocol
+import amortized.planners.sandbox._cleanup as _cleanup
+import amortized.planners.sandbox._identity as _identity
+import amortized.planners.sandbox._launch as _launch
+import amortized.planners.sandbox._protocol as _protocol
 from amortized.planners.sandbox._types import (
     CallResult,
     CallStatus,

@@ -5,7 +5,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from amortized.cli import OneLineParser
+    from amortized.cli_support import OneLineParser
 
 
 def add_kvp_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:

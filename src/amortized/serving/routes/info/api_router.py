@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Request
 
-from amortized.serving.capabilities import ROUTE_PREFIX
+from amortized.serving.paths import ROUTE_PREFIX
 from amortized.serving.routes import state_service
 from amortized.serving.routes.info.protocol import InfoResponse
 from amortized.serving.routes.info.serving import InfoService

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from starlette.datastructures import State
 
-from amortized.serving.capabilities import ROUTE_PREFIX
+from amortized.serving.paths import ROUTE_PREFIX
 from amortized.serving.routes import state_service
 from amortized.serving.routes.kv_prediction.middleware import (
     SERVICE_STATE,

@@ -6,8 +6,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from starlette.datastructures import State
 
-from amortized.serving.capabilities import ROUTE_PREFIX
 from amortized.serving.outbound import allowed_llm_urls
+from amortized.serving.paths import ROUTE_PREFIX
 from amortized.serving.routes import state_service, unless_disconnected
 from amortized.serving.routes.planners.protocol import PlannerSolveRequest, PlannerSolveResponse
 from amortized.serving.routes.planners.serving import (

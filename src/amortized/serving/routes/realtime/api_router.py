@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
 from starlette.datastructures import State
 
-from amortized.serving.capabilities import ROUTE_PREFIX
 from amortized.serving.listening import SessionError, VLLMBackend
+from amortized.serving.paths import ROUTE_PREFIX
 from amortized.serving.routes import state_service, unless_disconnected
 from amortized.serving.routes.realtime.protocol import SimulateRequest, SimulateResponse
 from amortized.serving.routes.realtime.serving import RealtimeService

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from starlette.datastructures import State
 
-from amortized.serving.capabilities import ROUTE_PREFIX
+from amortized.serving.paths import ROUTE_PREFIX
 from amortized.serving.routes import state_service, unless_disconnected
 from amortized.serving.routes.tabular.protocol import TabularPredictRequest, TabularPredictResponse
 from amortized.serving.routes.tabular.serving import TabularService
