@@ -112,9 +112,23 @@ async def test_mcp_server_in_process_lists_tools_and_reports_failures():
         schemas = {s["function"]["name"]: s["function"] for s in openai_tool_schemas(tools)}
         for tool in listed.tools:
             assert tool.input_schema == schemas[tool.name]["parameters"]
+        for tool in listed.tools:
+            assert tool.output_schema is not None, tool.name
+            assert tool.output_schema.get("type") == "object", tool.name
+            assert tool.annotations is not None, tool.name
+            assert tool.annotations.open_world_hint is False
+        hints = {t.name: t.annotations.read_only_hint for t in listed.tools if t.annotations}
+        assert hints == {
+            "tabular_predict": True,
+            "grid_plan": False,  # a validated program goes into the library
+            "think_while_listening_chat": True,
+            "amortized_server_info": True,
+        }
         failed = await client.call_tool("amortized_server_info", {})
         assert failed.is_error
         assert "cannot connect" in failed.content[0].text  # type: ignore[union-attr]
+        assert failed.structured_content is not None
+        assert "cannot connect" in failed.structured_content["error"]["message"]
         bad = await client.call_tool("think_while_listening_chat", {"message": ""})
         assert bad.is_error
 

@@ -4,6 +4,7 @@ from typing import Any, Literal
 
 import httpx
 from langchain_core.tools import BaseTool, ToolException
+from pydantic import BaseModel
 
 from amortized.agents._errors import error_detail, http_failure, transport_failure
 from amortized.agents._schema import compact_schema
@@ -23,6 +24,10 @@ class AmortizedRouteTool(BaseTool):
 
     route: str = ""
     """Path below ``/v1/amortized/``, e.g. ``tabular/predict``."""
+    output_model: type[BaseModel] | None = None
+    """The route's response model: the artifact's shape (MCP's ``outputSchema``)."""
+    read_only: bool = True
+    """Whether a call leaves the server as it was (MCP's ``readOnlyHint``)."""
     method: Literal["GET", "POST"] = "POST"
     """POST sends the body as JSON; GET sends nothing."""
     base_url: str = "http://127.0.0.1:8000/v1"

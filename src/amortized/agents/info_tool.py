@@ -5,6 +5,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from amortized.agents._http_tool import AmortizedRouteTool
+from amortized.serving.routes.info.protocol import InfoResponse
 
 
 class NoArguments(BaseModel):
@@ -20,6 +21,7 @@ class ServerInfoTool(AmortizedRouteTool):
     )
     args_schema: type[BaseModel] = NoArguments
     route: str = "info"
+    output_model: type[BaseModel] | None = InfoResponse
     method: Literal["GET", "POST"] = "GET"
 
     def _summarize(self, result: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ import mcp_types as types
 from langchain_core.tools import BaseTool
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from pydantic import BaseModel
 
 from amortized import __version__
 from amortized.agents.loop import call_tool
@@ -18,13 +19,43 @@ from amortized.agents.toolkit import openai_tool_schemas, tools_by_name
 SERVER_NAME = "amortized"
 
 
+TEXT_ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}},
+    "required": ["answer"],
+}
+"""The structured result of a tool whose result is text (the think-while-listening chat)."""
+
+
+def output_schema(tool: BaseTool) -> dict[str, Any]:
+    """What a successful call's ``structuredContent`` looks like."""
+    model = getattr(tool, "output_model", None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return model.model_json_schema(mode="serialization")
+    return TEXT_ANSWER_SCHEMA
+
+
+def annotations(tool: BaseTool) -> types.ToolAnnotations:
+    """Hints for clients: every tool reaches only this server; most change nothing there."""
+    read_only = bool(getattr(tool, "read_only", True))
+    return types.ToolAnnotations(
+        read_only_hint=read_only,
+        destructive_hint=False,
+        idempotent_hint=read_only,
+        open_world_hint=False,
+    )
+
+
 def mcp_tool_list(tools: Sequence[BaseTool]) -> list[types.Tool]:
     """The tools as MCP declares them; input schemas are the OpenAI schemas' parameters."""
+    by_name = tools_by_name(tools)
     return [
         types.Tool(
             name=schema["function"]["name"],
             description=schema["function"].get("description"),
             input_schema=schema["function"]["parameters"],
+            output_schema=output_schema(by_name[schema["function"]["name"]]),
+            annotations=annotations(by_name[schema["function"]["name"]]),
         )
         for schema in openai_tool_schemas(tools)
     ]
@@ -47,10 +78,16 @@ def build_mcp_server(tools: Sequence[BaseTool]) -> "Server[Any]":
         record = await call_tool(
             by_name, f"mcp-{uuid.uuid4().hex[:12]}", params.name, dict(params.arguments or {})
         )
-        artifact = record.artifact if isinstance(record.artifact, dict) else None
+        structured: dict[str, Any]
+        if record.error:
+            structured = {"error": {"message": record.content}}
+        elif isinstance(record.artifact, dict):
+            structured = record.artifact
+        else:
+            structured = {"answer": record.content}
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=record.content)],
-            structured_content=artifact,
+            structured_content=structured,
             is_error=record.error,
         )
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from amortized.agents._http_tool import AmortizedRouteTool
+from amortized.serving.routes.planners.protocol import PlannerSolveResponse
 
 
 class GridPlanningInput(BaseModel):
@@ -33,6 +34,9 @@ class GridPlanningTool(AmortizedRouteTool):
     )
     args_schema: type[BaseModel] = GridPlanningInput
     route: str = "planners/solve"
+    output_model: type[BaseModel] | None = PlannerSolveResponse
+    read_only: bool = False
+    """A validated program goes into the server's library."""
 
     def _body(self, arguments: dict[str, Any]) -> dict[str, Any]:
         task = {"env": arguments["env"]}

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, model_validator
 
 from amortized.agents._http_tool import AmortizedRouteTool
+from amortized.serving.routes.tabular.protocol import TabularPredictResponse
 
 Cell = str | float | bool | None
 ColumnName = Annotated[str, Field(min_length=1, max_length=64)]
@@ -49,6 +50,7 @@ class TabularPredictionTool(AmortizedRouteTool):
     )
     args_schema: type[BaseModel] = TabularPredictionInput
     route: str = "tabular/predict"
+    output_model: type[BaseModel] | None = TabularPredictResponse
 
     def _body(self, arguments: dict[str, Any]) -> dict[str, Any]:
         columns: list[str] = list(arguments["columns"])

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.datastructures import State
 
 from amortized.serving.capabilities import Capability, enabled_capabilities
+from amortized.serving.routes.errors import openapi_with_real_errors
 from amortized.serving.routes.info import api_router as info_router
 from amortized.serving.routes.info.protocol import CapabilityInfo
 from amortized.serving.routes.info.serving import InfoService, ServerFacts
@@ -31,6 +32,7 @@ class AmortizedEndpointPlugin:
 
     def attach_router(self, app: FastAPI) -> None:
         """Mount the info route and each capability's router."""
+        app.openapi = openapi_with_real_errors(app.openapi)  # type: ignore[method-assign]
         app.include_router(info_router.make_router())
         for capability in self.capabilities:
             if capability.install is not None:

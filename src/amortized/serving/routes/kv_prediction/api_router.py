@@ -8,6 +8,7 @@ from starlette.datastructures import State
 
 from amortized.serving.paths import ROUTE_PREFIX
 from amortized.serving.routes import state_service
+from amortized.serving.routes.errors import documented
 from amortized.serving.routes.kv_prediction.middleware import (
     SERVICE_STATE,
     KVPredictionMiddleware,
@@ -21,7 +22,13 @@ def make_router() -> APIRouter:
     router = APIRouter()
 
     @router.get(
-        f"{ROUTE_PREFIX}/kv-prediction", response_model=KVPredictionInfo, tags=["amortized"]
+        f"{ROUTE_PREFIX}/kv-prediction",
+        response_model=KVPredictionInfo,
+        **documented(
+            "KV-prediction prefill settings",
+            "Whether KV prediction is on, with which predictor, and how a request opts in or out.",
+            503,
+        ),
     )
     async def kv_prediction_info(request: Request) -> KVPredictionInfo:
         return state_service(request, SERVICE_STATE, KVPredictionService).info()

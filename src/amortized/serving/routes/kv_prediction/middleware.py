@@ -10,7 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amortized.serving.kv_prediction.policy import PolicyError
-from amortized.serving.routes.kv_prediction.protocol import ErrorBody, ErrorResponse
+from amortized.serving.routes.errors import RouteErrorBody, RouteErrorResponse
 
 SERVICE_STATE = "amortized_kv_prediction"
 GUARDED_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
@@ -78,7 +78,9 @@ def _with_length(scope: Scope, length: int) -> Scope:
 
 
 async def _send_error(send: Send, message: str, param: str | None) -> None:
-    payload = ErrorResponse(error=ErrorBody(message=message, param=param)).model_dump_json()
+    payload = RouteErrorResponse(
+        error=RouteErrorBody(message=message, param=param)
+    ).model_dump_json()
     await send(
         {
             "type": "http.response.start",

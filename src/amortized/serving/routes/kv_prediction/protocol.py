@@ -22,18 +22,3 @@ class KVPredictionInfo(BaseModel):
     training_steps: int | None = None
     last_eval: dict[str, Any] | None = None
     how_to: str = Field(description="how to opt a request in or out, or to turn this on")
-
-
-class ErrorBody(BaseModel):
-    """OpenAI-style error detail."""
-
-    message: str
-    type: str = "BadRequestError"
-    param: str | None = None
-    code: int = 400
-
-
-class ErrorResponse(BaseModel):
-    """OpenAI-style error envelope, as vLLM returns it."""
-
-    error: ErrorBody

@@ -9,6 +9,7 @@ from starlette.datastructures import State
 from amortized.serving.outbound import allowed_llm_urls
 from amortized.serving.paths import ROUTE_PREFIX
 from amortized.serving.routes import state_service, unless_disconnected
+from amortized.serving.routes.errors import documented
 from amortized.serving.routes.planners.protocol import PlannerSolveRequest, PlannerSolveResponse
 from amortized.serving.routes.planners.serving import (
     PlannerRequestError,
@@ -23,7 +24,18 @@ def make_router() -> APIRouter:
     router = APIRouter()
 
     @router.post(
-        f"{ROUTE_PREFIX}/planners/solve", response_model=PlannerSolveResponse, tags=["amortized"]
+        f"{ROUTE_PREFIX}/planners/solve",
+        response_model=PlannerSolveResponse,
+        **documented(
+            "Solve grid-world instances with one LLM-written policy program",
+            "Plans a policy program for the task (or reuses a validated one from the "
+            "library), runs it in the sandbox over every instance and returns actions, scores and "
+            "the LLM cost.",
+            400,
+            403,
+            502,
+            503,
+        ),
     )
     async def solve(body: PlannerSolveRequest, request: Request) -> PlannerSolveResponse:
         service = state_service(request, SERVICE_STATE, PlannerService)

@@ -10,6 +10,7 @@ from starlette.datastructures import State
 from amortized.serving.listening import SessionError, VLLMBackend
 from amortized.serving.paths import ROUTE_PREFIX
 from amortized.serving.routes import state_service, unless_disconnected
+from amortized.serving.routes.errors import documented
 from amortized.serving.routes.realtime.protocol import SimulateRequest, SimulateResponse
 from amortized.serving.routes.realtime.serving import RealtimeService
 
@@ -42,7 +43,19 @@ def make_router() -> APIRouter:
         with contextlib.suppress(WebSocketDisconnect):
             await service.run_connection(receive_text, websocket.send_json)
 
-    @router.post(f"{REALTIME_PATH}/simulate", response_model=SimulateResponse, tags=["amortized"])
+    @router.post(
+        f"{REALTIME_PATH}/simulate",
+        response_model=SimulateResponse,
+        **documented(
+            "Replay a message as speech and answer it (think while listening)",
+            "Streams `text` into a session at `words_per_second`, thinking after "
+            "each chunk, then commits and returns the answer, the thinking per chunk, usage and "
+            "latency. For evaluation without a WebSocket client; the WebSocket is "
+            f"`{REALTIME_PATH}`.",
+            400,
+            503,
+        ),
+    )
     async def simulate(body: SimulateRequest, request: Request) -> SimulateResponse:
         service = state_service(request, SERVICE_STATE, RealtimeService)
         try:

@@ -8,6 +8,7 @@ from starlette.datastructures import State
 
 from amortized.serving.paths import ROUTE_PREFIX
 from amortized.serving.routes import state_service, unless_disconnected
+from amortized.serving.routes.errors import documented
 from amortized.serving.routes.tabular.protocol import TabularPredictRequest, TabularPredictResponse
 from amortized.serving.routes.tabular.serving import TabularService
 from amortized.tabular.predictor import TabularInputError
@@ -19,7 +20,15 @@ def make_router() -> APIRouter:
     router = APIRouter()
 
     @router.post(
-        f"{ROUTE_PREFIX}/tabular/predict", response_model=TabularPredictResponse, tags=["amortized"]
+        f"{ROUTE_PREFIX}/tabular/predict",
+        response_model=TabularPredictResponse,
+        **documented(
+            "Label table rows from many labelled examples (in-context learning)",
+            "Serializes the training rows as demonstrations, batches the test rows "
+            "into prompts and returns one label per test row with class probabilities.",
+            400,
+            503,
+        ),
     )
     async def predict(body: TabularPredictRequest, request: Request) -> TabularPredictResponse:
         service = state_service(request, SERVICE_STATE, TabularService)
