@@ -703,3 +703,22 @@ def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     run = weak(LIMITS).run(ECHO, [1, 2], progress=True)
     assert run.counts()["ok"] == 2
     assert "2/2" in capsys.readouterr().err
+
+
+def test_a_cancelled_run_ends_at_once(sandbox: Sandbox) -> None:
+    import threading
+    import time
+
+    cancel = threading.Event()
+    source = "import time\ndef solve(x):\n    time.sleep(0.2)\n    return x\n"
+    timer = threading.Timer(0.5, cancel.set)
+    timer.start()
+    started = time.monotonic()
+    run = sandbox.run(source, list(range(200)), cancel=cancel)
+    took = time.monotonic() - started
+    timer.cancel()
+    assert took < 5.0  # 200 calls of 0.2 s would take 40 s
+    assert run.results[0].status is CallStatus.OK
+    assert "cancelled" in (run.results[-1].error or "")
+    assert len(run.results) == 200
+    assert_healthy(sandbox)

@@ -7,6 +7,8 @@ own score.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -110,6 +112,7 @@ def evaluate_program(
     mode: PolicyMode = "solve",
     sandbox: Sandbox | None = None,
     progress: bool = False,
+    cancel: threading.Event | None = None,
 ) -> EvaluationReport:
     """Run ``source`` on every instance in one sandbox worker and score each result."""
     if mode == "act" and env.closed_loop_driver is None:
@@ -123,6 +126,7 @@ def evaluate_program(
         entrypoint=mode,
         driver=env.closed_loop_driver if mode == "act" else None,
         progress=progress,
+        cancel=cancel,
     )
     outcomes = []
     for instance, call in zip(instances, run.results, strict=True):
@@ -142,3 +146,22 @@ def evaluate_program(
         worker_starts=run.worker_starts,
         counts=counts,
     )
+
+
+async def evaluate_program_async(
+    env: Environment,
+    source: str,
+    instances: Sequence[Instance],
+    **options: Any,
+) -> EvaluationReport:
+    """:func:`evaluate_program` in a thread, stopped when the awaiting task is cancelled (a
+    client that left, a server shutting down): the thread would otherwise run on and keep
+    the process alive."""
+    cancel = threading.Event()
+    try:
+        return await asyncio.to_thread(
+            evaluate_program, env, source, instances, cancel=cancel, **options
+        )
+    except asyncio.CancelledError:
+        cancel.set()
+        raise

@@ -8,7 +8,6 @@ not monotone over rounds, so the best program seen is kept, not the last.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from amortized.planners import prompts
 from amortized.planners.codegen import NoProgramError, extract_program
 from amortized.planners.cost import Usage
 from amortized.planners.environments.base import Environment, Instance
-from amortized.planners.evaluation import EvaluationReport, PolicyMode, evaluate_program
+from amortized.planners.evaluation import EvaluationReport, PolicyMode, evaluate_program_async
 from amortized.planners.library import ProgramEntry, ProgramLibrary, program_id
 from amortized.planners.sandbox import Sandbox
 
@@ -230,8 +229,7 @@ class ProgramPlanner:
                 )
                 conversation = prompts.messages(task, reply[:4000], follow)
                 continue
-            report = await asyncio.to_thread(
-                evaluate_program,
+            report = await evaluate_program_async(
                 env,
                 source,
                 list(instances),

@@ -7,7 +7,6 @@ where the LLM cost is amortized.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Literal
 from amortized.llm.base import LLMBackend
 from amortized.planners.cost import CostReport, Prices, Usage
 from amortized.planners.environments.base import Environment, Instance
-from amortized.planners.evaluation import EvaluationReport, evaluate_program
+from amortized.planners.evaluation import EvaluationReport, evaluate_program_async
 from amortized.planners.ipp import PlannerOptions, PlanningResult, ProgramPlanner, RoundRecord
 from amortized.planners.library import ProgramEntry, ProgramLibrary
 from amortized.planners.sandbox import Sandbox
@@ -105,8 +104,7 @@ async def solve_task(
         program = planning.best
     evaluation = None
     if program is not None:
-        evaluation = await asyncio.to_thread(
-            evaluate_program,
+        evaluation = await evaluate_program_async(
             env,
             program.source,
             list(instances),
