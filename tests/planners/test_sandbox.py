@@ -26,18 +26,10 @@ from amortized.planners.sandbox import (
 from amortized.planners.sandbox._protocol import FrameReader, frame
 from amortized.planners.sandbox._sandbox import _nproc_limit
 from amortized.planners.sandbox._seccomp import build_filter
+from tests.planners.sandbox_modes import MODES
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = SandboxLimits(call_timeout_s=0.5, total_timeout_s=60.0, max_restarts=3)
-
-MODES = [
-    pytest.param(False, id="weak"),
-    pytest.param(
-        True,
-        id="bwrap",
-        marks=pytest.mark.skipif(not bubblewrap_available(), reason="bubblewrap not usable"),
-    ),
-]
 
 
 @pytest.fixture(scope="module", params=MODES)

@@ -34,19 +34,12 @@ from amortized.planners.sandbox import (
     bubblewrap_available,
 )
 from amortized.planners.sandbox._cleanup import remove_tree
+from tests.planners.sandbox_modes import MODES
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = SandboxLimits(call_timeout_s=2.0, total_timeout_s=120.0, max_restarts=5)
 X86_64 = platform.machine() == "x86_64"
 
-MODES = [
-    pytest.param(False, id="weak"),
-    pytest.param(
-        True,
-        id="bwrap",
-        marks=pytest.mark.skipif(not bubblewrap_available(), reason="bubblewrap not usable"),
-    ),
-]
 
 pytest.importorskip("numpy")  # the programs reach ctypes through numpy
 
@@ -86,6 +79,17 @@ PRELUDE = textwrap.dedent(
     def write(path, data):
         RAW(path, "w").write(data.encode() if isinstance(data, str) else data)
         return "written"
+
+    def start_threads(count):
+        start = sys.modules["_thread"].start_new_thread
+        started = 0
+        for _ in range(count):
+            try:
+                start(lambda: None, ())
+                started += 1
+            except RuntimeError:
+                pass
+        return started
     """
 )
 
@@ -376,15 +380,7 @@ def test_threads_and_processes_cannot_start(sandbox: Sandbox) -> None:
         """
         def attack(how):
             if how == "threads":
-                start = sys.modules["_thread"].start_new_thread
-                started = 0
-                for _ in range(3000):
-                    try:
-                        start(lambda: None, ())
-                        started += 1
-                    except RuntimeError:
-                        pass
-                return started
+                return start_threads(3000)
             if how == "clone-thread":  # CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD
                 return syscall(56, 0x100 | 0x200 | 0x400 | 0x800 | 0x10000, 0, 0, 0, 0)
             if how == "fork":
@@ -617,15 +613,7 @@ UNPRIVILEGED_PROGRAM = PRELUDE + textwrap.dedent(
         if x == 2:
             return write("/tmp/esc-unprivileged", "x")
         if x == 3:
-            start = sys.modules["_thread"].start_new_thread
-            started = 0
-            for _ in range(100):
-                try:
-                    start(lambda: None, ())
-                    started += 1
-                except RuntimeError:
-                    pass
-            return started
+            return start_threads(100)
         if x == 4:
             data = json.dumps({"t": "result", "i": 4, "s": ["ok"], "e": None, "o": "", "d": 0})
             RAW(int(sys.argv[2]), "w", closefd=False).write(
