@@ -45,12 +45,9 @@ async def next_of(rt: RealtimeSession, kind: str, timeout: float = 30) -> dict[s
             return event
 
 
-async def answer_running(rt: RealtimeSession) -> None:
-    """Once the answer has started; tiny random models may emit invisible tokens for a while,
-    so this waits on time (answers here have ``min_tokens`` LONG_ANSWER_TOKENS, which takes
-    seconds even on a quiet machine: 400 tokens once finished before a barge-in arrived)."""
-    await next_of(rt, "response.created")
-    await asyncio.sleep(0.3)
+async def answer_started(rt: RealtimeSession) -> None:
+    """Wait for the answer's first text, for tests that need a running answer but no race."""
+    await next_of(rt, "response.output_text.delta")
 
 
 async def wait_idle(server: ServerProcess, timeout: float = 20) -> float:
@@ -117,19 +114,21 @@ async def test_thinking_deltas_are_off_by_default(live_server: ServerProcess) ->
 async def test_new_chunk_interrupts_thinking_and_commit_stops_it(
     live_server: ServerProcess,
 ) -> None:
-    # Long enough that a loaded machine still delivers the commit before a chunk ends.
+    # The three events go out back to back and the server handles them in order, so each
+    # one lands while the thinking it stops is running (1200 tokens take seconds here).
     settings = {"thinking": {"chunk_tokens": 1200, "min_tokens": 1200, "budget_tokens": 2000}}
     async with session(live_server, settings) as rt:
         await rt.append("First part")
         await rt.append(" second part")
+        await rt.commit()
         first = await next_of(rt, "thinking.done")
         assert first["chunk_index"] == 0
         assert first["reason"] == "interrupted"
         assert first["tokens"] < 1200
-        await rt.commit()
         second = await next_of(rt, "thinking.done")
         assert second["chunk_index"] == 1
-        assert second["reason"] == "end_of_turn"
+        assert second["reason"] == "end_of_turn", second
+        assert second["tokens"] < 1200
         answer = await rt.collect()
     assert answer.status == "completed"
 
@@ -137,14 +136,14 @@ async def test_new_chunk_interrupts_thinking_and_commit_stops_it(
 async def test_barge_in_cancels_the_answer_and_the_turn_continues(
     live_server: ServerProcess,
 ) -> None:
-    settings = LONG_ANSWER
-    async with session(live_server, settings) as rt:
+    # Commit and barge-in go out back to back: the server handles them in order, so the
+    # barge-in always meets a running answer (waiting for a delta first lost that race to a
+    # 1200-token answer on a loaded machine).
+    async with session(live_server, LONG_ANSWER) as rt:
         await rt.append("Say something long")
         await rt.commit()
-        await answer_running(rt)
         await rt.append(" and short")
         done = await next_of(rt, "response.done")
-        # The whole event says why, should a barge-in ever lose to a finished answer again.
         assert done["response"]["status"] == "cancelled", done
         assert done["response"]["usage"]["output_tokens"] < LONG_ANSWER_TOKENS
         await rt.commit()
@@ -157,32 +156,32 @@ async def test_barge_in_cancels_the_answer_and_the_turn_continues(
 
 
 async def test_barge_in_truncate_keeps_the_partial_answer(live_server: ServerProcess) -> None:
-    settings = {
-        **LONG_ANSWER,
-        "barge_in": "truncate",
-    }
-    async with session(live_server, settings) as rt:
+    async with session(live_server, {**LONG_ANSWER, "barge_in": "truncate"}) as rt:
         await rt.append("Say something long")
         await rt.commit()
-        await answer_running(rt)
         await rt.append("Stop")
         done = await next_of(rt, "response.done")
         assert done["response"]["status"] == "incomplete", done
+        partial = done["response"]["usage"]["output_tokens"]
+        assert partial < LONG_ANSWER_TOKENS
         await rt.commit()
-        await rt.collect()
+        second = await rt.collect()
+        # Truncate kept the partial answer and closed the turn: "Stop" opened turn 1, whose
+        # prompt holds the first turn, the partial answer and the new words.
         committed = [e for e in rt.events if e["type"] == "input_text_buffer.committed"]
         assert [e["turn_index"] for e in committed] == [0, 1]
+        assert second.status == "completed"
+        prompt = second.usage["cached_tokens"] + second.usage["computed_prompt_tokens"]
+        assert prompt > committed[0]["input_tokens"] + partial + committed[1]["input_tokens"]
 
 
 async def test_response_cancel(live_server: ServerProcess) -> None:
-    settings = LONG_ANSWER
-    async with session(live_server, settings) as rt:
+    async with session(live_server, LONG_ANSWER) as rt:
         await rt.append("Go on")
         await rt.commit()
-        await answer_running(rt)
         await rt.cancel()
         done = await next_of(rt, "response.done")
-        assert done["response"]["status"] == "cancelled"
+        assert done["response"]["status"] == "cancelled", done
         await rt.cancel()
         error = await rt.next_event(10)
         assert error["type"] == "error"
@@ -222,7 +221,7 @@ async def test_disconnect_mid_turn_leaves_no_running_request(live_server: Server
     await rt.__aenter__()
     await rt.append("Answer at length")
     await rt.commit()
-    await answer_running(rt)
+    await answer_started(rt)
     await rt.close()
     assert await wait_idle(live_server) == 0
 
