@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
     truth: dict[str, bool] = {}
     if args.model is None:
-        from amortized.steering.miniature import ensure_miniature
+        from amortized.testing.casal_miniature import ensure_miniature
 
         miniature = ensure_miniature()
         model_dir = miniature.model_dir

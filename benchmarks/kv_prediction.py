@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from amortized.models.shape import ModelShape
-from amortized.serving.kv_prediction.training import (
+from amortized.kv_prediction.training import (
     LAYER_ALIGNMENTS,
     KVPredictionTrainer,
     LayerAlignment,
     TrainingConfig,
 )
+from amortized.models.shape import ModelShape
 from benchmarks._harness import base_parser, median, model_folder, print_table, write_json
 
 PROMPT_LENGTHS = (512, 2048, 4096)
@@ -130,6 +130,7 @@ def build_models(
     """
     import torch
 
+    from amortized.kv_prediction import load_predictor_folder
     from amortized.models.folder import ensure_folder, validate_model_folder, write_manifest
     from amortized.models.shape import save_model_folder
     from amortized.models.tokenizer import train_tokenizer
@@ -138,7 +139,6 @@ def build_models(
         train_causal_lm,
         warmup_cosine_lr,
     )
-    from amortized.serving.kv_prediction import load_predictor_folder
 
     rng = random.Random(recipe.seed)
     samples = [recipe.task.training_sample(rng) for _ in range(recipe.train_samples)]

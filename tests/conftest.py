@@ -121,8 +121,8 @@ def smollm2() -> ModelFolder:
 def smollm2_predictor(smollm2: ModelFolder, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A KV predictor for SmolLM2 from a smoke training (KVP-0.25, 8 steps of 2x64 tokens):
     it runs the whole recipe; its quality is not the point here."""
+    from amortized.kv_prediction.training import KVPredictionTrainer, TrainingConfig
     from amortized.models.corpus import dialogues, message_texts
-    from amortized.serving.kv_prediction.training import KVPredictionTrainer, TrainingConfig
 
     work = tmp_path_factory.mktemp("smollm2-kvp")
     data = work / "corpus.txt"

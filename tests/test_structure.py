@@ -1,5 +1,6 @@
-"""The package's import graph has no cycles (module-level imports; imports inside functions
-are lazy on purpose and left out)."""
+"""The package's import graph: no cycles (module-level imports; imports inside functions are
+lazy on purpose and left out), and the dependency directions CONTRIBUTING.md states (every
+import, lazy ones included)."""
 
 import ast
 from pathlib import Path
@@ -7,14 +8,20 @@ from pathlib import Path
 SOURCE = Path(__file__).resolve().parents[1] / "src"
 
 
-def module_graph() -> dict[str, set[str]]:
+CAPABILITY_PACKAGES = ("kv_prediction", "tabular", "planners", "steering", "models", "llm")
+"""Core packages: they never import the server or the HTTP clients (those import them)."""
+
+
+def module_graph(*, lazy: bool = False) -> dict[str, set[str]]:
+    """Module -> the package modules it imports; ``lazy`` adds imports inside functions."""
     modules: dict[str, Path] = {}
     for path in SOURCE.rglob("*.py"):
         name = ".".join(path.relative_to(SOURCE).with_suffix("").parts)
         modules[name.removesuffix(".__init__")] = path
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        for node in ast.parse(path.read_text()).body:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree) if lazy else tree.body:
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
@@ -72,6 +79,32 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycles() -> None:
     assert cycles(module_graph()) == []
+
+
+def package_of(module: str) -> str:
+    """``amortized.tabular.job`` -> ``tabular``; the top-level package -> ``""``."""
+    return module.split(".")[1] if "." in module else ""
+
+
+def test_dependency_directions() -> None:
+    graph = module_graph(lazy=True)
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if (
+            package_of(module) in CAPABILITY_PACKAGES
+            and package_of(target) in ("serving", "agents")
+        )
+        or (package_of(module) != "testing" and package_of(target) == "testing")
+    )
+    assert wrong == []
+
+
+def test_the_graph_sees_lazy_imports() -> None:
+    eager, lazy = module_graph(), module_graph(lazy=True)
+    assert "amortized.kv_prediction.cli" not in eager["amortized.cli"]
+    assert "amortized.kv_prediction.cli" in lazy["amortized.cli"]
 
 
 def test_the_cycle_finder_finds_cycles() -> None:

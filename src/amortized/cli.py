@@ -290,7 +290,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _add_kvp(subparsers: "argparse._SubParsersAction[OneLineParser]") -> None:
-    from amortized.serving.kv_prediction.cli import add_kvp_command
+    from amortized.kv_prediction.cli import add_kvp_command
 
     add_kvp_command(subparsers)
 

@@ -634,7 +634,7 @@ def test_volume_claims_are_defined():
 
 
 def test_helm_values_select_the_kv_prediction_connector():
-    from amortized.serving.kv_prediction.policy import (
+    from amortized.kv_prediction.policy import (
         CONNECTOR_MODULE,
         CONNECTOR_NAME,
         connector_extra_config,

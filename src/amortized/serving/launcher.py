@@ -210,8 +210,8 @@ def kv_prediction_args(
 
     The predictor is checked against the served model here so a mismatch costs no start-up.
     """
-    from amortized.serving.kv_prediction.config import check_fits_base, load_predictor_folder
-    from amortized.serving.kv_prediction.policy import CONNECTOR_MODULE, CONNECTOR_NAME
+    from amortized.kv_prediction.config import check_fits_base, load_predictor_folder
+    from amortized.kv_prediction.policy import CONNECTOR_MODULE, CONNECTOR_NAME
 
     if _has_option(vllm_args, "--kv-transfer-config"):
         raise AmortizedError(

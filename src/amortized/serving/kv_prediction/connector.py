@@ -29,13 +29,13 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 from vllm.logger import init_logger
 
-from amortized.serving.kv_prediction.config import (
+from amortized.kv_prediction.config import (
     AttentionGeometry,
     PredictorError,
     check_served_geometry,
     load_predictor_folder,
 )
-from amortized.serving.kv_prediction.policy import namespace_tag, wants_prediction
+from amortized.kv_prediction.policy import namespace_tag, wants_prediction
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -168,7 +168,7 @@ class KVPredictionConnector(KVConnectorBase_V1):
         self.runtime: Any = None
         self._layers: list[tuple[int, Any]] | None = None
         if role == KVConnectorRole.WORKER:
-            from amortized.serving.kv_prediction.runtime import KVPredictionRuntime
+            from amortized.kv_prediction.runtime import KVPredictionRuntime
 
             request_amx_permission()
             self.runtime = KVPredictionRuntime(self.folder, hf_config, torch.float32, "cpu")

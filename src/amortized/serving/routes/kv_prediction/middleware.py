@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from amortized.serving.kv_prediction.policy import PolicyError
+from amortized.kv_prediction.policy import PolicyError
 from amortized.serving.routes.errors import RouteErrorBody, RouteErrorResponse
 
 SERVICE_STATE = "amortized_kv_prediction"

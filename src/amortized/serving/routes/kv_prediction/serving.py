@@ -4,8 +4,8 @@ from argparse import Namespace
 from dataclasses import dataclass
 from typing import Any
 
-from amortized.serving.kv_prediction.config import PredictorFolder, load_predictor_folder
-from amortized.serving.kv_prediction.policy import (
+from amortized.kv_prediction.config import PredictorFolder, load_predictor_folder
+from amortized.kv_prediction.policy import (
     KV_PREDICTION_PARAM,
     RequestPolicy,
     connector_extra_config,

@@ -8,17 +8,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from amortized.models import ModelFolder, TinyModelSpec, build_tiny_model
-from amortized.models.shape import ModelShape
-from amortized.serving.kv_prediction import PredictorError, PredictorFolder
-from amortized.serving.kv_prediction.config import WEIGHTS_NAME
-from amortized.serving.kv_prediction.training import (
+from amortized.kv_prediction import PredictorError, PredictorFolder
+from amortized.kv_prediction.config import WEIGHTS_NAME
+from amortized.kv_prediction.training import (
     KVPredictionTrainer,
     TrainingConfig,
     pruned_layer_map,
 )
+from amortized.models import ModelFolder, TinyModelSpec, build_tiny_model
+from amortized.models.shape import ModelShape
 from tests.conftest import AMORTIZED
-from tests.serving.kv_prediction.conftest import train_predictor
+from tests.kv_prediction.conftest import train_predictor
 
 
 def test_block_layer_maps_follow_the_paper():

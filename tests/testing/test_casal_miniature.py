@@ -10,7 +10,13 @@ from amortized.models.tokenizer import train_tokenizer
 from amortized.steering.casal import CasalConfig, apply_casal
 from amortized.steering.evaluation import evaluate_model
 from amortized.steering.labelling import Label, LabelledItem
-from amortized.steering.miniature import (
+from amortized.steering.pipeline import (
+    casal_from_labels,
+    load_model,
+    vectors_from_labels,
+)
+from amortized.steering.qa import DEFAULT_ABSTENTION, question_prompt, read_qa
+from amortized.testing.casal_miniature import (
     DATA_SUBDIR,
     EVAL_QA,
     MODEL_SUBDIR,
@@ -29,12 +35,6 @@ from amortized.steering.miniature import (
     training_texts,
     write_data,
 )
-from amortized.steering.pipeline import (
-    casal_from_labels,
-    load_model,
-    vectors_from_labels,
-)
-from amortized.steering.qa import DEFAULT_ABSTENTION, question_prompt, read_qa
 
 RECIPE = MiniatureRecipe()
 

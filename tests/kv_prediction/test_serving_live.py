@@ -17,8 +17,8 @@ import httpx
 import openai
 import pytest
 
+from amortized.kv_prediction import PredictorFolder
 from amortized.models import ModelFolder
-from amortized.serving.kv_prediction import PredictorFolder
 from amortized.serving.process import ServerProcess, ServerStartError, free_port, vllm_metric
 from tests.conftest import AMORTIZED, API_KEY, amortized_server
 

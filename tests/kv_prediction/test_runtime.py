@@ -2,13 +2,13 @@
 
 import torch
 
-from amortized.models import ModelFolder
-from amortized.serving.kv_prediction import PredictorFolder
-from amortized.serving.kv_prediction.runtime import (
+from amortized.kv_prediction import PredictorFolder
+from amortized.kv_prediction.runtime import (
     KVPredictionRuntime,
     base_config_of,
     load_hf_model,
 )
+from amortized.models import ModelFolder
 
 
 def reference_cache(model_path, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -19,8 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from amortized.models.training import warmup_cosine_lr
-from amortized.serving.kv_prediction.config import (
+from amortized.kv_prediction.config import (
     AUX_DIR_NAME,
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -36,13 +35,14 @@ from amortized.serving.kv_prediction.config import (
     load_predictor_folder,
     model_config_sha256,
 )
-from amortized.serving.kv_prediction.predictor import KVPredictor
-from amortized.serving.kv_prediction.projections import (
+from amortized.kv_prediction.predictor import KVPredictor
+from amortized.kv_prediction.projections import (
     capture_kv,
     decoder_layers,
     replace_kv,
     run_capture,
 )
+from amortized.models.training import warmup_cosine_lr
 
 CHECKPOINT_NAME = "checkpoint.pt"
 Init = Literal["lstsq", "identity", "random"]
@@ -215,7 +215,7 @@ class KVPredictionTrainer:
     def __init__(self, config: TrainingConfig, log: Callable[[str], None] = print) -> None:
         from transformers import AutoTokenizer
 
-        from amortized.serving.kv_prediction.runtime import load_hf_model
+        from amortized.kv_prediction.runtime import load_hf_model
 
         self.config = config
         self.log = log
@@ -492,7 +492,7 @@ def write_identity_predictor(
     """
     from transformers import AutoTokenizer
 
-    from amortized.serving.kv_prediction.runtime import load_hf_model
+    from amortized.kv_prediction.runtime import load_hf_model
 
     base_path = Path(base).expanduser().resolve()
     geometry = AttentionGeometry.from_folder(base_path)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from amortized.serving.kv_prediction import PredictorError, RequestPolicy
-from amortized.serving.kv_prediction.policy import (
+from amortized.kv_prediction import PredictorError, RequestPolicy
+from amortized.kv_prediction.policy import (
     PolicyError,
     connector_extra_config,
     namespace_tag,

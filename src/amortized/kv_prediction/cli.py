@@ -60,7 +60,7 @@ def add_kvp_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -> 
 
 
 def _train(args: argparse.Namespace) -> int:
-    from amortized.serving.kv_prediction.training import KVPredictionTrainer, TrainingConfig
+    from amortized.kv_prediction.training import KVPredictionTrainer, TrainingConfig
 
     config = TrainingConfig(
         base=args.base,
@@ -87,7 +87,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from amortized.serving.kv_prediction.config import check_fits_base, load_predictor_folder
+    from amortized.kv_prediction.config import check_fits_base, load_predictor_folder
 
     folder = load_predictor_folder(args.predictor)
     config = folder.config
@@ -109,7 +109,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _identity(args: argparse.Namespace) -> int:
-    from amortized.serving.kv_prediction.training import write_identity_predictor
+    from amortized.kv_prediction.training import write_identity_predictor
 
     folder = write_identity_predictor(args.base, args.out)
     print(f"wrote {folder.path}")

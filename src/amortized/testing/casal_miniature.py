@@ -664,7 +664,7 @@ def base_behaviour(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m amortized.steering.miniature [CACHE_DIR]``: build (or reuse) the default
+    """``python -m amortized.testing.casal_miniature [CACHE_DIR]``: build (or reuse) the default
     miniature and print its measured base behaviour."""
     args = list(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()

@@ -13,15 +13,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from amortized.serving.kv_prediction.config import (
+from amortized.kv_prediction.config import (
     AttentionGeometry,
     PredictorError,
     PredictorFolder,
     check_served_geometry,
     load_predictor_folder,
 )
-from amortized.serving.kv_prediction.predictor import KVPredictor
-from amortized.serving.kv_prediction.projections import run_capture
+from amortized.kv_prediction.predictor import KVPredictor
+from amortized.kv_prediction.projections import run_capture
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

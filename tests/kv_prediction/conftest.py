@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from amortized.models import ModelFolder
-from amortized.models.corpus import dialogues, message_texts
-from amortized.serving.kv_prediction import PredictorFolder
-from amortized.serving.kv_prediction.training import (
+from amortized.kv_prediction import PredictorFolder
+from amortized.kv_prediction.training import (
     KVPredictionTrainer,
     TrainingConfig,
     write_identity_predictor,
 )
+from amortized.models import ModelFolder
+from amortized.models.corpus import dialogues, message_texts
 
 
 @pytest.fixture(scope="session")

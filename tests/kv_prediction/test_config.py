@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from amortized.models import ModelFolder
-from amortized.serving.kv_prediction import (
+from amortized.kv_prediction import (
     AttentionGeometry,
     PredictorError,
     PredictorFolder,
     check_fits_base,
     load_predictor_folder,
 )
-from amortized.serving.kv_prediction.config import CONFIG_NAME, WEIGHTS_NAME, default_layer_map
+from amortized.kv_prediction.config import CONFIG_NAME, WEIGHTS_NAME, default_layer_map
+from amortized.models import ModelFolder
 
 
 def copy_of(folder: PredictorFolder, tmp_path: Path) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from amortized.serving.kv_prediction.config import PredictorError
+from amortized.kv_prediction.config import PredictorError
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from amortized.serving.kv_prediction.config import AttentionGeometry, PredictorError
+from amortized.kv_prediction.config import AttentionGeometry, PredictorError
 
 
 class KVPredictor(nn.Module):
