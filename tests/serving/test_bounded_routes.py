@@ -110,6 +110,17 @@ def test_llm_endpoints_must_be_allowed_and_failures_are_502(live_server: ServerP
     still_serving(live_server)
 
 
+@pytest.mark.parametrize("price", ["prompt_price_per_million", "completion_price_per_million"])
+def test_a_price_that_would_make_the_cost_infinite_is_refused(
+    live_server: ServerProcess, price: str
+) -> None:
+    # Schemathesis found 1.6e308 answered with a 200 whose "dollars" was null (infinity).
+    body = {"task": {"env": "GRASP"}, "generate": {"count": 1}, "rounds": 1, price: 1.6e308}
+    reply = post(live_server, "planners/solve", body)
+    assert reply.status_code == 400, reply.text
+    assert price in reply.json()["error"]["message"]
+
+
 def test_a_token_budget_below_the_prompt_is_refused_with_the_minimum(
     live_server: ServerProcess,
 ) -> None:

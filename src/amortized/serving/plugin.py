@@ -10,9 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import State
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from amortized.serving.capabilities import Capability, enabled_capabilities
-from amortized.serving.routes.errors import openapi_with_real_errors
+from amortized.serving.routes.errors import openapi_with_real_errors, starlette_http_errors
 from amortized.serving.routes.info import api_router as info_router
 from amortized.serving.routes.info.protocol import CapabilityInfo
 from amortized.serving.routes.info.serving import InfoService, ServerFacts
@@ -33,6 +34,7 @@ class AmortizedEndpointPlugin:
     def attach_router(self, app: FastAPI) -> None:
         """Mount the info route and each capability's router."""
         app.openapi = openapi_with_real_errors(app.openapi)  # type: ignore[method-assign]
+        app.add_exception_handler(StarletteHTTPException, starlette_http_errors)
         app.include_router(info_router.make_router())
         for capability in self.capabilities:
             if capability.install is not None:

@@ -3,12 +3,19 @@
 vLLM answers request errors in OpenAI's shape (``{"error": {"message", "type", "param",
 "code"}}``) and turns FastAPI's validation errors into a 400 of that shape, so the 422 that
 FastAPI documents by default never happens; :func:`openapi_with_real_errors` removes it.
+vLLM's handler only catches FastAPI's ``HTTPException``, not Starlette's, which FastAPI itself
+raises for a body it cannot read; :func:`starlette_http_errors` answers those in the same shape.
 """
 
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
+from fastapi.exception_handlers import http_exception_handler
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from amortized.serving.paths import ROUTE_PREFIX
 
@@ -70,3 +77,27 @@ def openapi_with_real_errors(
         return schema
 
     return openapi
+
+
+def status_phrase(status_code: int) -> str:
+    """The error ``type`` vLLM gives a status (its reason phrase), also for non-standard ones."""
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return "Error"
+
+
+async def starlette_http_errors(request: Request, exc: Exception) -> Response:
+    """Starlette's ``HTTPException`` in OpenAI's shape on amortized's routes (FastAPI raises it
+    for a body that is not UTF-8); other routes keep FastAPI's answer, as vLLM left them."""
+    assert isinstance(exc, StarletteHTTPException)  # the class it is registered for
+    if not request.url.path.startswith(ROUTE_PREFIX):
+        return await http_exception_handler(request, exc)
+    body = RouteErrorBody(
+        message=str(exc.detail), type=status_phrase(exc.status_code), code=exc.status_code
+    )
+    return JSONResponse(
+        RouteErrorResponse(error=body).model_dump(),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )

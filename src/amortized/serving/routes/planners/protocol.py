@@ -60,6 +60,11 @@ class LLMEndpoint(BaseModel):
     api_key: str | None = None
 
 
+MAX_PRICE_PER_MILLION = 1e6
+"""Dollars per million tokens: far above any model's price, and low enough that the cost stays
+finite (an infinite one has no JSON number: it went out as null, against the schema)."""
+
+
 class PlannerSolveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -86,8 +91,8 @@ class PlannerSolveRequest(BaseModel):
     min_success_rate: float = Field(default=0.5, ge=0, le=1)
     return_actions: bool = True
     llm: LLMEndpoint | None = None
-    prompt_price_per_million: float = Field(default=0.0, ge=0)
-    completion_price_per_million: float = Field(default=0.0, ge=0)
+    prompt_price_per_million: float = Field(default=0.0, ge=0, le=MAX_PRICE_PER_MILLION)
+    completion_price_per_million: float = Field(default=0.0, ge=0, le=MAX_PRICE_PER_MILLION)
 
 
 class InstanceResult(BaseModel):

@@ -106,7 +106,9 @@ UNSUPPORTED_PREFIXES = ("input_audio_buffer.", "output_audio_buffer.", "transcri
 
 def _settings_model(model: type[BaseModel], name: str) -> type[BaseModel]:
     """``model`` with every field optional (a change to it), nested models likewise; the
-    merged result is validated as ``model`` itself, so its limits still apply."""
+    merged result is validated as ``model`` itself. A field left out keeps its value; the
+    others carry ``model``'s type, null-ness and limits, so OpenAPI offers nothing the merged
+    config then refuses."""
     fields: dict[str, Any] = {}
     for field_name, info in model.model_fields.items():
         annotation: Any = info.annotation
@@ -114,8 +116,9 @@ def _settings_model(model: type[BaseModel], name: str) -> type[BaseModel]:
             annotation = _settings_model(
                 annotation, annotation.__name__.replace("Config", "") + "Settings"
             )
-        optional = annotation | None
-        fields[field_name] = (optional, Field(default=None, description=info.description))
+        if info.metadata:
+            annotation = Annotated[(annotation, *info.metadata)]
+        fields[field_name] = (annotation, Field(default=None, description=info.description))
     return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
 
 
