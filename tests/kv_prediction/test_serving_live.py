@@ -184,6 +184,50 @@ def test_predicted_cache_is_really_used(trained_server):
     assert moved >= 2
 
 
+def test_a_prefix_hit_can_change_a_predicted_answer(trained_server):
+    """The documented property (docs/kv_prediction.md, "Prefix-cache policy"): blocks cached
+    by an earlier predicted request hold K/V the base computed on predicted context (its last
+    prompt token and its output), where a cold request would predict them, so a later
+    predicted request's output depends on what ran before it. Without history (fresh salts)
+    the same request gives the same answer every time."""
+    server, _ = trained_server
+    client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY)
+    first_prompt = token_prompt(150, 901)
+    first = client.completions.create(
+        model="tiny",
+        prompt=first_prompt,
+        max_tokens=140,
+        temperature=0,
+        logprobs=1,
+        extra_body={**kvp(True), "return_tokens_as_token_ids": True, "ignore_eos": True},
+    )
+    logprobs: Any = first.choices[0].logprobs
+    output_ids = [int(t.removeprefix("token_id:")) for t in logprobs.tokens]
+    assert len(output_ids) == 140
+    later = [*first_prompt, *output_ids, *token_prompt(40, 902)]
+
+    def answer(salt: str | None) -> Any:
+        body = {**kvp(True), **({"cache_salt": salt} if salt else {})}
+        return (
+            client.completions.create(
+                model="tiny",
+                prompt=later,
+                max_tokens=4,
+                temperature=0,
+                logprobs=3,
+                extra_body={**body, "return_tokens_as_token_ids": True},
+            )
+            .choices[0]
+            .logprobs
+        )
+
+    warm, cold, cold_again = answer(None), answer("cold-1"), answer("cold-2")
+    assert cold.tokens == cold_again.tokens
+    assert cold.token_logprobs == pytest.approx(cold_again.token_logprobs, abs=1e-5)
+    moved = abs(warm.token_logprobs[0] - cold.token_logprobs[0]) > 1e-4
+    assert moved or warm.tokens != cold.tokens
+
+
 def test_opt_out_and_short_prompts_match_a_server_without_the_connector(
     trained_server, live_server: ServerProcess
 ):

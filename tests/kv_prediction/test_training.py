@@ -1,4 +1,5 @@
-"""The training recipe: layer maps, loss going down, exact resume, aux of another shape."""
+"""The training recipe: layer maps, loss going down, exact resume, aux of another shape,
+document-aligned windows, the summed K/V loss, pruning, bf16 and gradient checkpointing."""
 
 import subprocess
 from pathlib import Path
@@ -10,10 +11,16 @@ from safetensors.torch import load_file
 
 from amortized.kv_prediction import PredictorError, PredictorFolder
 from amortized.kv_prediction.config import WEIGHTS_NAME
+from amortized.kv_prediction.projections import decoder_layers
+from amortized.kv_prediction.runtime import load_hf_model
 from amortized.kv_prediction.training import (
     KVPredictionTrainer,
     TrainingConfig,
+    document_windows,
+    load_documents,
+    prune_layers,
     pruned_layer_map,
+    split_windows,
 )
 from amortized.models import ModelFolder, TinyModelSpec, build_tiny_model
 from amortized.models.shape import ModelShape
@@ -135,3 +142,109 @@ def test_cli_train_and_show(tiny_llama: ModelFolder, corpus_file: Path, tmp_path
     )
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1].endswith("does not exist")
+
+
+def test_windows_start_at_document_starts():
+    docs = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10, 11, 12], [13, 14], [15]]
+    windows = document_windows(docs, 4)
+    # [1,2,3] + [4,5] cut at 4 (5 dropped, not continued); the long one split at its start;
+    # [13,14] + [15] is too short for a window.
+    assert windows == [[1, 2, 3, 4], [6, 7, 8, 9]]
+    starts = {doc[0] for doc in docs}
+    assert all(window[0] in starts for window in windows)
+
+
+def test_held_out_windows_share_no_document():
+    docs = [[100 * d + t for t in range(5)] for d in range(20)]
+    train, held = split_windows(docs, 8, 0.2)
+    train_docs = {int(t) // 100 for t in train.flatten()}
+    held_docs = {int(t) // 100 for t in held.flatten()}
+    assert train_docs.isdisjoint(held_docs)
+    assert held_docs == {16, 17, 18, 19}
+    with pytest.raises(PredictorError, match="too few"):
+        split_windows([[1, 2]], 8, 0.2)
+
+
+def test_text_documents_are_blank_line_blocks(tiny_llama: ModelFolder, tmp_path: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama.path))
+    data = tmp_path / "data.txt"
+    data.write_text("first block\nstill first\n\n  \nsecond block\n\n\nthird\n")
+    documents = load_documents(data, tokenizer)
+    assert len(documents) == 3
+    plain = tokenizer("second block", add_special_tokens=True)["input_ids"]
+    assert documents[1] == [*plain, tokenizer.eos_token_id]
+
+
+def test_pruning_builds_only_the_kept_layers(tiny_llama: ModelFolder):
+    base: Any = load_hf_model(tiny_llama.path, torch.bfloat16)
+    aux: Any
+    aux, kept = prune_layers(base, 0.5)
+    assert kept == [0]
+    assert len(decoder_layers(aux)) == 1
+    assert aux.config.num_hidden_layers == 1
+    assert base.config.num_hidden_layers == 2  # the base's own config is untouched
+    assert all(p.dtype == torch.float32 for p in aux.parameters())
+    for name, tensor in aux.state_dict().items():
+        torch.testing.assert_close(tensor, base.state_dict()[name].float())
+    # Separate storage: training the auxiliary model never moves the frozen base.
+    base_pointers = {p.data_ptr() for p in base.parameters()}
+    assert not base_pointers & {p.data_ptr() for p in aux.parameters()}
+
+
+def kv_trainer(base: Path, data: Path, out: Path, **kw: Any) -> KVPredictionTrainer:
+    config = TrainingConfig(
+        base=str(base), data=str(data), out=str(out), prune=0.5, seq_len=32, batch_size=2, **kw
+    )
+    return KVPredictionTrainer(config, log=lambda _: None)
+
+
+def test_kv_loss_is_summed_over_layers_by_default(
+    tiny_llama: ModelFolder, corpus_file: Path, tmp_path: Path
+):
+    summed = kv_trainer(tiny_llama.path, corpus_file, tmp_path / "sum")
+    averaged = kv_trainer(tiny_llama.path, corpus_file, tmp_path / "mean", kv_loss="mean")
+    layers = summed.base_geometry.num_layers
+    batch = summed.batch(0)
+    with torch.no_grad():
+        a, b = summed.losses(batch), averaged.losses(batch)
+    torch.testing.assert_close(a["kv_l1"], b["kv_l1"])
+    torch.testing.assert_close(a["total"] - a["base"] - a["aux"], a["kv_l1"] * layers)
+    torch.testing.assert_close(b["total"] - b["base"] - b["aux"], b["kv_l1"])
+
+
+def gradients(trainer: KVPredictionTrainer) -> list[torch.Tensor]:
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.losses(trainer.batch(0), backward=True)
+    params = [*trainer.aux.parameters(), *trainer.maps.parameters()]
+    return [p.grad.clone() for p in params if p.grad is not None]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(
+    tiny_llama: ModelFolder, corpus_file: Path, tmp_path: Path
+):
+    plain = gradients(kv_trainer(tiny_llama.path, corpus_file, tmp_path / "a"))
+    checkpointed_trainer = kv_trainer(
+        tiny_llama.path, corpus_file, tmp_path / "b", gradient_checkpointing=True
+    )
+    assert checkpointed_trainer.aux.is_gradient_checkpointing
+    checkpointed = gradients(checkpointed_trainer)
+    assert len(plain) == len(checkpointed) > 0
+    for a, b in zip(plain, checkpointed, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_training_keeps_trained_weights_in_fp32(
+    tiny_llama: ModelFolder, corpus_file: Path, tmp_path: Path
+):
+    trainer = kv_trainer(
+        tiny_llama.path, corpus_file, tmp_path / "bf16", precision="bf16", device="cpu", steps=6
+    )
+    assert next(trainer.base.parameters()).dtype == torch.bfloat16
+    folder = trainer.train()
+    assert all(p.dtype == torch.float32 for p in trainer.aux.parameters())
+    assert all(p.dtype == torch.float32 for p in trainer.maps.parameters())
+    history = folder.config.training["history"]
+    assert all(torch.isfinite(torch.tensor(h["base_loss_predicted"])) for h in history)
+    assert folder.config.training["settings"]["precision"] == "bf16"

@@ -42,6 +42,23 @@ def add_kvp_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -> 
         "--min-prompt-tokens", type=int, default=256, help="serving threshold to record"
     )
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    train.add_argument(
+        "--kv-loss",
+        choices=("sum", "mean"),
+        default="sum",
+        help="K/V L1 over base layers: summed as the paper's reference code (default) or averaged",
+    )
+    train.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: frozen base in bf16 and autocast forwards; trained weights stay fp32",
+    )
+    train.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute layer activations in the backward pass (less memory, ~30%% slower)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     train.set_defaults(handler=_train)
@@ -79,6 +96,9 @@ def _train(args: argparse.Namespace) -> int:
         min_prompt_tokens=args.min_prompt_tokens,
         seed=args.seed,
         device=args.device,
+        kv_loss=args.kv_loss,
+        precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     folder = KVPredictionTrainer(config).train(resume=args.resume)
     serve = f"amortized serve {args.base} --kv-predictor {folder.path}"

@@ -6,6 +6,7 @@ writes what :meth:`KVPredictionRuntime.predict` returns into vLLM's paged cache.
 
 import importlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,22 +99,45 @@ class KVPredictionRuntime:
         self.maps.load(self.folder.weights_path)
         self.maps.to(device=self.device, dtype=dtype).eval()
         self.rotary = BaseRotary(base_config)
+        self.rotary.rotary.to(self.device)
         self.last_aux_layer = max(config.layer_map)
 
-    @torch.inference_mode()
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the auxiliary model and the maps as loaded."""
+        params = [*self.aux.parameters(), *self.maps.parameters()]
+        return sum(p.numel() * p.element_size() for p in params)
+
     def predict(self, token_ids: list[int], start: int, end: int) -> PredictedKV:
         """Predict base K/V for positions ``start..end-1``, reading tokens ``0..end-1``."""
-        if not 0 <= start < end <= len(token_ids):
-            raise PredictorError(f"bad span {start}..{end} for {len(token_ids)} tokens")
-        ids = torch.tensor([token_ids[:end]], device=self.device)
+        return self.predict_batch([(token_ids, start, end)])[0]
+
+    @torch.inference_mode()
+    def predict_batch(self, spans: Sequence[tuple[Sequence[int], int, int]]) -> list[PredictedKV]:
+        """:meth:`predict` for several prompts in one auxiliary forward.
+
+        Prompts are right-padded: under causal attention a real token never sees the pads
+        after it, so each prompt's K/V equal those of its own unpadded forward.
+        """
+        for token_ids, start, end in spans:
+            if not 0 <= start < end <= len(token_ids):
+                raise PredictorError(f"bad span {start}..{end} for {len(token_ids)} tokens")
+        if not spans:
+            return []
+        longest = max(end for _, _, end in spans)
+        rows = [[*ids[:end], *([0] * (longest - end))] for ids, _, end in spans]
+        ids = torch.tensor(rows, device=self.device)
         aux_k, aux_v = run_capture(self.aux, ids, stop_after_layer=self.last_aux_layer)
-        aux_k = [k[0, start:end] for k in aux_k]
-        aux_v = [v[0, start:end] for v in aux_v]
-        keys, values = self.maps(aux_k, aux_v)
-        shape = (end - start, self.base.num_kv_heads, self.base.head_dim)
-        positions = torch.arange(start, end, device=self.device)
-        rotated = [self.rotary.apply(k.reshape(shape), positions) for k in keys]
-        return PredictedKV(rotated, [v.reshape(shape) for v in values], start)
+        results = []
+        for row, (_, start, end) in enumerate(spans):
+            keys, values = self.maps(
+                [k[row, start:end] for k in aux_k], [v[row, start:end] for v in aux_v]
+            )
+            shape = (end - start, self.base.num_kv_heads, self.base.head_dim)
+            positions = torch.arange(start, end, device=self.device)
+            rotated = [self.rotary.apply(k.reshape(shape), positions) for k in keys]
+            results.append(PredictedKV(rotated, [v.reshape(shape) for v in values], start))
+        return results
 
 
 def base_config_of(path: str | os.PathLike[str]) -> Any:

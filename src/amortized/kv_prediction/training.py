@@ -1,14 +1,20 @@
 """Joint training of the auxiliary model and the K/V maps against a frozen base model.
 
 Loss (paper, weights 1/1/1): base cross-entropy when every base layer attends only to
-predicted K/V (teacher-forced over all positions) + auxiliary cross-entropy + the mean over
-base layers of the L1 distance between predicted and true pre-RoPE K and V.
+predicted K/V (teacher-forced over all positions) + auxiliary cross-entropy + the L1
+distance between predicted and true pre-RoPE K and V, summed over base layers as the
+reference implementation does (corenet ``cross_entropy_for_kv_prediction``; ``kv_loss="mean"``
+divides it by the number of layers, as this project did before).
+
+Windows start at document starts (the tokenizer's BOS, when it adds one, is position 0), so
+the first positions a served prompt has are trained too.
 """
 
 import copy
 import json
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,6 +52,8 @@ from amortized.models.training import warmup_cosine_lr
 
 CHECKPOINT_NAME = "checkpoint.pt"
 Init = Literal["lstsq", "identity", "random"]
+KVLoss = Literal["sum", "mean"]
+Precision = Literal["fp32", "bf16"]
 LayerAlignment = Literal["input", "block"]
 LAYER_ALIGNMENTS: tuple[LayerAlignment, ...] = get_args(LayerAlignment)
 
@@ -72,6 +80,11 @@ class TrainingConfig:
     min_prompt_tokens: int = 256
     seed: int = 0
     device: str = "auto"
+    kv_loss: KVLoss = "sum"
+    precision: Precision = "fp32"
+    """``bf16``: the frozen base is held in bf16 and forwards run under autocast; the
+    auxiliary model, the maps and the optimizer state stay fp32."""
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if (self.aux is None) == (self.prune is None):
@@ -96,6 +109,7 @@ class TrainingConfig:
             "batch_size",
             "init",
             "seed",
+            "kv_loss",
         )
         return {k: getattr(self, k) for k in keep}
 
@@ -126,24 +140,34 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+LAYER_KEY = re.compile(r"^(.*\.layers\.)(\d+)(\..*)$")
+
+
 def prune_layers(model: nn.Module, fraction: float) -> tuple[nn.Module, list[int]]:
-    """A copy of ``model`` keeping every ``round(1/fraction)``-th layer (0, k, 2k, ...)."""
+    """A float32 model of ``model``'s class keeping every ``round(1/fraction)``-th layer.
+
+    Built at the pruned size and filled from the kept layers' weights, so the peak is base +
+    auxiliary, never two bases (a deep copy of an 8B base would need another 16-32 GB).
+    """
     step = max(1, round(1 / fraction))
-    layers = decoder_layers(model)
-    kept = list(range(0, len(layers), step))
-    aux = copy.deepcopy(model)
-    aux_layers = decoder_layers(aux)
-    new_layers = nn.ModuleList(aux_layers[i] for i in kept)
-    for new_index, layer in enumerate(new_layers):
-        attn = getattr(layer, "self_attn", None)
-        if attn is not None and hasattr(attn, "layer_idx"):
-            attn.layer_idx = new_index
-    getattr(aux, "model", aux).layers = new_layers
-    config: Any = aux.config
+    kept = list(range(0, len(decoder_layers(model)), step))
+    config: Any = copy.deepcopy(model.config)
     config.num_hidden_layers = len(kept)
     if getattr(config, "layer_types", None) is not None:
         config.layer_types = [config.layer_types[i] for i in kept]
-    return aux, kept
+    device = next(model.parameters()).device
+    with torch.device(device):
+        aux: nn.Module = type(model)(config)
+    new_index = {old: new for new, old in enumerate(kept)}
+    weights: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        match = LAYER_KEY.match(name)
+        if match is None:
+            weights[name] = tensor
+        elif int(match.group(2)) in new_index:
+            weights[f"{match.group(1)}{new_index[int(match.group(2))]}{match.group(3)}"] = tensor
+    aux.load_state_dict({k: v.float() for k, v in weights.items()})
+    return aux.float(), kept
 
 
 def pruned_layer_map(
@@ -164,12 +188,17 @@ def pruned_layer_map(
     return [max(j for j, d in enumerate(depth) if d <= i) for i in range(base_layers)]
 
 
-def load_token_stream(path: str | os.PathLike[str], tokenizer: Any) -> torch.Tensor:
-    """Tokens of a ``.txt`` file or a ``.jsonl`` of ``{"text"}`` / ``{"messages"}`` records."""
+def load_documents(path: str | os.PathLike[str], tokenizer: Any) -> list[list[int]]:
+    """Token ids of each document, BOS (when the tokenizer adds one) and EOS included.
+
+    Documents: the records of a ``.jsonl`` (``{"text"}`` or ``{"messages"}``, the latter
+    through the chat template), or the blocks of a ``.txt`` separated by blank lines.
+    """
     file = Path(path)
     if not file.is_file():
         raise PredictorError(f"--data {file} does not exist")
     texts: list[str] = []
+    templated: list[bool] = []
     if file.suffix == ".jsonl":
         for number, line in enumerate(file.read_text().splitlines(), start=1):
             if not line.strip():
@@ -180,33 +209,76 @@ def load_token_stream(path: str | os.PathLike[str], tokenizer: Any) -> torch.Ten
                 raise PredictorError(f"{file}:{number} is not JSON ({exc.msg})") from exc
             if isinstance(record, dict) and isinstance(record.get("text"), str):
                 texts.append(record["text"])
+                templated.append(False)
             elif isinstance(record, dict) and isinstance(record.get("messages"), list):
                 texts.append(tokenizer.apply_chat_template(record["messages"], tokenize=False))
+                templated.append(True)
             else:
                 raise PredictorError(f"{file}:{number} needs a 'text' or 'messages' field")
     else:
-        texts = [file.read_text()]
-    tokenizer.model_max_length = 1 << 62  # we chunk the stream ourselves
+        blocks = re.split(r"\n\s*\n", file.read_text())
+        texts = [block.strip() for block in blocks if block.strip()]
+        templated = [False] * len(texts)
+    tokenizer.model_max_length = 1 << 62  # we cut windows ourselves
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        ids.append(eos)
-    return torch.tensor(ids, dtype=torch.long)
+    documents = []
+    for text, is_templated in zip(texts, templated, strict=True):
+        # A chat template writes its own BOS; plain text gets the tokenizer's, if any.
+        ids = tokenizer(text, add_special_tokens=not is_templated)["input_ids"]
+        documents.append([*ids, eos])
+    return documents
 
 
-def split_chunks(
-    tokens: torch.Tensor, seq_len: int, eval_fraction: float
+def document_windows(documents: Sequence[Sequence[int]], seq_len: int) -> list[list[int]]:
+    """Windows of ``seq_len`` tokens, each starting at a document start.
+
+    A short document is followed by the next ones until the window is full (the one cut
+    off is not continued elsewhere); a long one gives several windows, the first at its
+    start. Nothing ever starts mid-document unless the document is longer than a window.
+    """
+    windows: list[list[int]] = []
+    index = 0
+    while index < len(documents):
+        document = list(documents[index])
+        if len(document) >= seq_len:
+            windows.extend(
+                document[i : i + seq_len] for i in range(0, len(document) - seq_len + 1, seq_len)
+            )
+            index += 1
+            continue
+        window = document
+        index += 1
+        while len(window) < seq_len and index < len(documents):
+            window = [*window, *documents[index]]
+            index += 1
+        if len(window) >= seq_len:
+            windows.append(window[:seq_len])
+    return windows
+
+
+def split_windows(
+    documents: Sequence[Sequence[int]], seq_len: int, eval_fraction: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[N, seq_len]`` training and held-out chunks (the held-out ones are the last)."""
-    count = len(tokens) // seq_len
-    if count < 2:
+    """``[N, seq_len]`` training and held-out windows; held-out ones come from the last
+    documents, so no document is in both."""
+    held_docs = max(1, round(len(documents) * eval_fraction))
+    if len(documents) - held_docs >= 1:
+        train = document_windows(documents[:-held_docs], seq_len)
+        held = document_windows(documents[-held_docs:], seq_len)
+    else:  # one document: split its windows instead
+        train = document_windows(documents, seq_len)
+        count = max(1, round(len(train) * eval_fraction))
+        train, held = train[:-count], train[-count:]
+    if not held and len(train) >= 2:  # the held-out documents were too short for a window
+        count = max(1, round(len(train) * eval_fraction))
+        train, held = train[:-count], train[-count:]
+    if not train or not held:
+        total = sum(len(d) for d in documents)
         raise PredictorError(
-            f"--data has {len(tokens)} tokens, fewer than two chunks of --seq-len {seq_len}"
+            f"--data has {total} tokens in {len(documents)} documents, too few for a "
+            f"training and a held-out window of --seq-len {seq_len}"
         )
-    chunks = tokens[: count * seq_len].view(count, seq_len)
-    held = max(1, round(count * eval_fraction))
-    return chunks[:-held], chunks[-held:]
+    return torch.tensor(train, dtype=torch.long), torch.tensor(held, dtype=torch.long)
 
 
 class KVPredictionTrainer:
@@ -225,7 +297,8 @@ class KVPredictionTrainer:
         self.base_path = Path(config.base).expanduser().resolve()
         self.base_geometry = AttentionGeometry.from_folder(self.base_path)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.base_path))
-        self.base: Any = load_hf_model(self.base_path, torch.float32).to(self.device)
+        base_dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+        self.base: Any = load_hf_model(self.base_path, base_dtype).to(self.device)
         self.base.requires_grad_(False)
         self.aux: Any
         if config.prune is not None:
@@ -247,15 +320,24 @@ class KVPredictionTrainer:
             self.aux_origin = str(aux_path)
         self.aux.requires_grad_(True)
         self.aux.train()
+        if config.gradient_checkpointing:
+            # transformers checkpoints only modules in training mode; the frozen base has no
+            # dropout in the supported families, so train mode changes nothing else there.
+            model: Any
+            for model in (self.aux, self.base):
+                model.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
+            self.base.train()
         self.aux_geometry = AttentionGeometry.from_hf_config(
             self.aux.config.to_dict(), "auxiliary model"
         )
         self.maps = KVPredictor(self.aux_geometry, self.base_geometry, self.layer_map).to(
             self.device
         )
-        tokens = load_token_stream(config.data, self.tokenizer)
-        self.train_chunks, self.eval_chunks = split_chunks(
-            tokens, config.seq_len, config.eval_fraction
+        documents = load_documents(config.data, self.tokenizer)
+        self.train_chunks, self.eval_chunks = split_windows(
+            documents, config.seq_len, config.eval_fraction
         )
         params = [*self.aux.parameters(), *self.maps.parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
@@ -274,23 +356,45 @@ class KVPredictionTrainer:
         with torch.no_grad():
             return run_capture(self.base, ids, stop_after_layer=self.base_geometry.num_layers - 1)
 
-    def losses(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The three loss terms and their sum for one batch."""
-        true_k, true_v = self.true_kv(ids)
+    def autocast(self) -> Any:
+        """bf16 autocast on the training device, or nothing for fp32."""
+        enabled = self.config.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def losses(self, ids: torch.Tensor, *, backward: bool = False) -> dict[str, torch.Tensor]:
+        """The three loss terms and their sum for one batch; ``backward`` also backpropagates.
+
+        The backward pass runs while the K/V hooks are still in place: with gradient
+        checkpointing it recomputes layer forwards, which must see the predicted K/V again.
+        """
+        with self.autocast():
+            true_k, true_v = self.true_kv(ids)
         with capture_kv(self.aux) as (aux_k, aux_v):
-            aux_loss = self.aux(input_ids=ids, labels=ids, use_cache=False).loss
-        pred_k, pred_v = self.maps(
-            [k for k in aux_k if k is not None], [v for v in aux_v if v is not None]
-        )
-        with replace_kv(self.base, pred_k, pred_v):
-            base_loss = self.base(input_ids=ids, labels=ids, use_cache=False).loss
-        l1 = torch.stack(
-            [
-                (pk - tk).abs().mean() + (pv - tv).abs().mean()
-                for pk, tk, pv, tv in zip(pred_k, true_k, pred_v, true_v, strict=True)
-            ]
-        ).mean()
-        return {"total": base_loss + aux_loss + l1, "base": base_loss, "aux": aux_loss, "kv_l1": l1}
+            with self.autocast():
+                aux_loss = self.aux(input_ids=ids, labels=ids, use_cache=False).loss
+                pred_k, pred_v = self.maps(
+                    [k for k in aux_k if k is not None], [v for v in aux_v if v is not None]
+                )
+            with replace_kv(self.base, pred_k, pred_v):
+                with self.autocast():
+                    base_loss = self.base(input_ids=ids, labels=ids, use_cache=False).loss
+                per_layer = torch.stack(
+                    [
+                        (pk.float() - tk.float()).abs().mean()
+                        + (pv.float() - tv.float()).abs().mean()
+                        for pk, tk, pv, tv in zip(pred_k, true_k, pred_v, true_v, strict=True)
+                    ]
+                )
+                kv = per_layer.sum() if self.config.kv_loss == "sum" else per_layer.mean()
+                total = base_loss.float() + aux_loss.float() + kv
+                if backward:
+                    total.backward()
+        return {
+            "total": total,
+            "base": base_loss.float(),
+            "aux": aux_loss.float(),
+            "kv_l1": per_layer.mean().detach(),
+        }
 
     @torch.no_grad()
     def evaluate(self) -> EvalResult:
@@ -308,7 +412,9 @@ class KVPredictionTrainer:
             sums["kv_l1"] += float(terms["kv_l1"])
             sums["base"] += float(terms["base"])
             sums["aux"] += float(terms["aux"])
-            sums["exact"] += float(self.base(input_ids=ids, labels=ids, use_cache=False).loss)
+            with self.autocast():
+                exact = self.base(input_ids=ids, labels=ids, use_cache=False).loss
+            sums["exact"] += float(exact)
         self.aux.train(was_training)
         n = len(batches)
         return EvalResult(
@@ -393,9 +499,8 @@ class KVPredictionTrainer:
                 group["lr"] = warmup_cosine_lr(
                     self.state.step, self.config.lr, self.config.warmup_steps, self.config.steps
                 )
-            terms = self.losses(self.batch(self.state.step))
             self.optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()  # type: ignore[no-untyped-call]
+            terms = self.losses(self.batch(self.state.step), backward=True)
             torch.nn.utils.clip_grad_norm_(
                 [*self.aux.parameters(), *self.maps.parameters()], max_norm=1.0
             )

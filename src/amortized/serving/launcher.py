@@ -72,6 +72,26 @@ def _has_option(args: Sequence[str], *names: str) -> bool:
     return any(a == n or a.startswith(n + "=") for a in args for n in names)
 
 
+def _option_value(args: Sequence[str], *names: str) -> str | None:
+    """The last value given for any of ``names`` (``--name value`` or ``--name=value``)."""
+    value = None
+    for index, arg in enumerate(args):
+        for name in names:
+            if arg == name and index + 1 < len(args):
+                value = args[index + 1]
+            elif arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+    return value
+
+
+def _parallel_size(args: Sequence[str], *names: str) -> int:
+    value = _option_value(args, *names)
+    try:
+        return 1 if value is None else int(value)
+    except ValueError:
+        raise AmortizedError(f"{names[0]} takes a whole number, not {value!r}") from None
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     """What vLLM loads, the name it is served under by default, and its provenance."""
@@ -211,6 +231,7 @@ def kv_prediction_args(
     The predictor is checked against the served model here so a mismatch costs no start-up.
     """
     from amortized.kv_prediction.config import check_fits_base, load_predictor_folder
+    from amortized.kv_prediction.placement import check_single_rank
     from amortized.kv_prediction.policy import CONNECTOR_MODULE, CONNECTOR_NAME
 
     if _has_option(vllm_args, "--kv-transfer-config"):
@@ -219,6 +240,10 @@ def kv_prediction_args(
         )
     if options.min_prompt_tokens is not None and options.min_prompt_tokens < 2:
         raise AmortizedError("--kv-prediction-min-tokens must be at least 2")
+    check_single_rank(
+        _parallel_size(vllm_args, "--tensor-parallel-size", "-tp"),
+        _parallel_size(vllm_args, "--pipeline-parallel-size", "-pp"),
+    )
     folder = load_predictor_folder(options.predictor)
     warnings = check_fits_base(folder, model) if Path(model).is_dir() else []
     extra: dict[str, object] = {

@@ -35,6 +35,12 @@ from amortized.kv_prediction.config import (
     check_served_geometry,
     load_predictor_folder,
 )
+from amortized.kv_prediction.placement import (
+    AUX_DTYPES,
+    check_single_rank,
+    compute_dtype,
+    memory_plan,
+)
 from amortized.kv_prediction.policy import namespace_tag, wants_prediction
 
 if TYPE_CHECKING:
@@ -74,11 +80,12 @@ class ConnectorSettings:
     predictor: Path
     min_prompt_tokens: int | None = None
     block_aligned: bool = False
+    aux_dtype: str | None = None
 
     @classmethod
     def parse(cls, extra: dict[str, Any]) -> "ConnectorSettings":
         """Validate the extra config; errors name the key to fix."""
-        known = {"predictor", "min_prompt_tokens", "block_aligned", "default"}
+        known = {"predictor", "min_prompt_tokens", "block_aligned", "default", "aux_dtype"}
         unknown = sorted(set(extra) - known)
         if unknown:
             raise PredictorError(
@@ -94,7 +101,12 @@ class ConnectorSettings:
         aligned = extra.get("block_aligned", False)
         if not isinstance(aligned, bool):
             raise PredictorError("kv_connector_extra_config.block_aligned must be true or false")
-        return cls(Path(extra["predictor"]), minimum, aligned)
+        aux_dtype = extra.get("aux_dtype")
+        if aux_dtype is not None and aux_dtype not in AUX_DTYPES:
+            raise PredictorError(
+                f"kv_connector_extra_config.aux_dtype must be one of {sorted(AUX_DTYPES)}"
+            )
+        return cls(Path(extra["predictor"]), minimum, aligned, aux_dtype)
 
 
 def cpu_has_amx() -> bool:
@@ -118,6 +130,13 @@ def request_amx_permission() -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     sys_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata = 158, 0x1023, 18
     return int(libc.syscall(sys_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata)) == 0
+
+
+def engine_device(device_type: str) -> torch.device:
+    """The device this worker's model and KV cache are on (a CUDA worker has set its own)."""
+    if device_type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(device_type)
 
 
 def predicted_span_end(prompt_len: int, min_prompt_tokens: int, align_to: int | None) -> int:
@@ -151,6 +170,8 @@ class KVPredictionConnector(KVConnectorBase_V1):
         super().__init__(vllm_config=vllm_config, role=role, kv_cache_config=kv_cache_config)
         extra = self._kv_transfer_config.kv_connector_extra_config or {}
         self.settings = ConnectorSettings.parse(dict(extra))
+        parallel = vllm_config.parallel_config
+        check_single_rank(parallel.tensor_parallel_size, parallel.pipeline_parallel_size)
         self.folder = load_predictor_folder(self.settings.predictor)
         hf_config = vllm_config.model_config.hf_config
         served = AttentionGeometry.from_hf_config(hf_config.to_dict(), "the served model")
@@ -162,16 +183,16 @@ class KVPredictionConnector(KVConnectorBase_V1):
         )
         dtype = vllm_config.model_config.dtype
         self.model_dtype: torch.dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
+        self.compute_dtype = compute_dtype(
+            self.model_dtype, str(vllm_config.cache_config.cache_dtype), self.settings.aux_dtype
+        )
         self.block_aligned = self.settings.block_aligned
         self._pending: dict[str, PredictedLoad] = {}
         self._predicted_tokens: dict[str, int] = {}
         self.runtime: Any = None
         self._layers: list[tuple[int, Any]] | None = None
         if role == KVConnectorRole.WORKER:
-            from amortized.kv_prediction.runtime import KVPredictionRuntime
-
-            request_amx_permission()
-            self.runtime = KVPredictionRuntime(self.folder, hf_config, torch.float32, "cpu")
+            self.runtime = self._load_runtime(vllm_config, kv_cache_config, hf_config)
         logger.info(
             "KV prediction on: predictor %s (aux %s, layer map %s), prompts >= %d tokens%s",
             self.folder.path,
@@ -180,6 +201,47 @@ class KVPredictionConnector(KVConnectorBase_V1):
             self.min_prompt_tokens,
             ", block-aligned spans" if self.block_aligned else "",
         )
+
+    def _load_runtime(
+        self, vllm_config: "VllmConfig", kv_cache_config: "KVCacheConfig", hf_config: Any
+    ) -> Any:
+        """The auxiliary model on the engine's device, in the cache's dtype.
+
+        vLLM creates worker connectors after sizing the KV cache and before allocating it,
+        so on a GPU the auxiliary model lives in the memory ``--gpu-memory-utilization``
+        leaves over; this checks that it fits next to the cache about to be allocated.
+        """
+        from amortized.kv_prediction.runtime import KVPredictionRuntime
+
+        device = engine_device(str(vllm_config.device_config.device_type))
+        if device.type == "cpu":
+            request_amx_permission()
+        runtime = KVPredictionRuntime(self.folder, hf_config, self.compute_dtype, device)
+        config = self.folder.config
+        plan = memory_plan(
+            runtime.weight_bytes,
+            config.aux.geometry,
+            config.base.geometry,
+            int(vllm_config.scheduler_config.max_num_batched_tokens),
+            self.compute_dtype,
+        )
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            # Aliased cache tensors would be counted twice: warn rather than refuse.
+            kv_bytes = sum(
+                int(t.size) for t in kv_cache_config.kv_cache_tensors if not t.host_resident
+            )
+            problem = plan.shortfall(free + runtime.weight_bytes, total, kv_bytes)
+            if problem:
+                logger.warning(problem)
+        logger.info(
+            "KV predictor on %s in %s: %.2f GiB weights, up to %.2f GiB activations per step",
+            device,
+            self.compute_dtype,
+            plan.weights / (1 << 30),
+            plan.activations / (1 << 30),
+        )
+        return runtime
 
     @property
     def requires_kv_delivery(self) -> bool:
@@ -247,9 +309,11 @@ class KVPredictionConnector(KVConnectorBase_V1):
         if not isinstance(meta, KVPredictionMetadata) or not meta.loads:
             return
         layers = self._attention_layers(forward_context)
-        for load in meta.loads:
-            predicted = self.runtime.predict(load.token_ids, load.start, load.end)
+        # One auxiliary forward for every prompt predicted in this step.
+        spans = [(load.token_ids, load.start, load.end) for load in meta.loads]
+        for load, predicted in zip(meta.loads, self.runtime.predict_batch(spans), strict=True):
             slots = slot_mapping(load.block_ids, load.start, load.end, self.block_size)
+            slots = slots.to(predicted.keys[0].device)
             for index, layer in layers:
                 key = predicted.keys[index].to(self.model_dtype).contiguous()
                 value = predicted.values[index].to(self.model_dtype).contiguous()
