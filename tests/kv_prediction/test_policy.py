@@ -105,3 +105,18 @@ def test_span_covers_all_but_the_last_token_unless_block_aligned_is_asked_for():
     assert ConnectorSettings.parse({"predictor": "p", "block_aligned": True}).block_aligned
     with pytest.raises(PredictorError, match="block_aligned must be true or false"):
         ConnectorSettings.parse({"predictor": "p", "block_aligned": "yes"})
+
+
+def test_prediction_after_a_prefix_hit_must_pay_for_itself():
+    from amortized.kv_prediction.policy import aux_cost_fraction, worth_predicting
+
+    quarter = aux_cost_fraction(8, 4096, 32, 4096)
+    assert quarter == 0.25
+    assert aux_cost_fraction(1, 64, 2, 128) == 1 / 8
+    # No hit: always, even with an auxiliary model as costly as the base (identity check).
+    assert worth_predicting(1000, 0, 1.0)
+    assert not worth_predicting(0, 0, 0.25)
+    # A hit: the auxiliary model reads all 1000 tokens (cost 250) vs the base's suffix.
+    assert worth_predicting(1000, 700, quarter)  # 300 uncached > 250
+    assert not worth_predicting(1000, 800, quarter)  # 200 uncached < 250
+    assert not worth_predicting(1000, 1000, quarter)

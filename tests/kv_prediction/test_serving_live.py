@@ -228,6 +228,19 @@ def test_a_prefix_hit_can_change_a_predicted_answer(trained_server):
     assert moved or warm.tokens != cold.tokens
 
 
+def test_a_mostly_cached_prompt_is_computed_not_predicted(trained_server):
+    """The next turn of a conversation hits the prefix cache: the auxiliary model would read
+    the whole prompt to predict a short suffix, so the base computes the suffix instead."""
+    server, _ = trained_server
+    client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY)
+    first = token_prompt(300, 777)
+    assert predicted_tokens(complete(client, first, flag=True, max_tokens=2)) == 299
+    follow_up = complete(client, [*first, *token_prompt(10, 778)], flag=True, max_tokens=2)
+    assert predicted_tokens(follow_up) is None
+    fresh = token_prompt(310, 779)
+    assert predicted_tokens(complete(client, fresh, flag=True, max_tokens=2)) == 309
+
+
 def test_opt_out_and_short_prompts_match_a_server_without_the_connector(
     trained_server, live_server: ServerProcess
 ):

@@ -5,8 +5,13 @@ for prediction from ever reusing them, every predicted request carries a cache s
 in ``amortized-kvp:<predictor fingerprint>``; vLLM folds the salt into block hashes, so
 predicted blocks live in their own namespace. The connector predicts only for requests that
 carry that salt, so an unsalted request (e.g. one that bypassed the API layer) is simply
-served exactly. Requests with the same salt share blocks safely: same tokens, same predictor,
-same prediction.
+served exactly. Requests with the same salt share blocks; a block can then hold K/V the base
+computed on predicted context, so a predicted request's output can depend on which predicted
+requests ran before it (docs/kv_prediction.md, "Prefix-cache policy").
+
+With a prefix-cache hit the base only computes the uncached suffix, but the auxiliary model
+still reads the whole prompt; :func:`worth_predicting` skips prediction when that costs more
+than computing the suffix exactly.
 """
 
 from collections.abc import Mapping
@@ -77,6 +82,24 @@ def wants_prediction(
     if not kv_transfer_params or kv_transfer_params.get(KV_PREDICTION_PARAM) is not True:
         return False
     return cache_salt is not None and cache_salt.endswith(tag)
+
+
+def aux_cost_fraction(
+    aux_layers_run: int, aux_hidden_size: int, base_layers: int, base_hidden_size: int
+) -> float:
+    """Auxiliary forward cost per token relative to the base's (layers x hidden^2, the
+    weight-bound part of a transformer layer; embeddings and attention length ignored)."""
+    return (aux_layers_run * aux_hidden_size**2) / (base_layers * base_hidden_size**2)
+
+
+def worth_predicting(end: int, cached: int, fraction: float) -> bool:
+    """After a prefix-cache hit of ``cached`` tokens, predict positions ``cached..end-1``
+    only if that is cheaper than computing them: the auxiliary model reads all ``end`` tokens
+    (it keeps no cache of its own), the base would compute the ``end - cached`` uncached
+    ones. Without a hit the operator's choice stands (the exactness check predicts with an
+    auxiliary model as large as the base)."""
+    uncached = end - cached
+    return uncached > 0 and (cached == 0 or fraction * end < uncached)
 
 
 def connector_extra_config(config: Any) -> dict[str, Any] | None:

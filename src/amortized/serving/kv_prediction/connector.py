@@ -41,7 +41,12 @@ from amortized.kv_prediction.placement import (
     compute_dtype,
     memory_plan,
 )
-from amortized.kv_prediction.policy import namespace_tag, wants_prediction
+from amortized.kv_prediction.policy import (
+    aux_cost_fraction,
+    namespace_tag,
+    wants_prediction,
+    worth_predicting,
+)
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -187,6 +192,13 @@ class KVPredictionConnector(KVConnectorBase_V1):
             self.model_dtype, str(vllm_config.cache_config.cache_dtype), self.settings.aux_dtype
         )
         self.block_aligned = self.settings.block_aligned
+        config = self.folder.config
+        self.aux_fraction = aux_cost_fraction(
+            max(config.layer_map) + 1,
+            config.aux.geometry.hidden_size,
+            config.base.geometry.num_layers,
+            config.base.geometry.hidden_size,
+        )
         self._pending: dict[str, PredictedLoad] = {}
         self._predicted_tokens: dict[str, int] = {}
         self.runtime: Any = None
@@ -265,9 +277,13 @@ class KVPredictionConnector(KVConnectorBase_V1):
     def get_num_new_matched_tokens(
         self, request: "Request", num_computed_tokens: int
     ) -> tuple[int | None, bool]:
-        """Offer every prompt token but the last (beyond any local prefix-cache hit)."""
+        """Offer every prompt token but the last beyond a local prefix-cache hit, unless the
+        hit leaves so little to compute that the base does it faster than the auxiliary model
+        would read the whole prompt."""
         end = self.predicted_end(request)
-        return max(0, end - num_computed_tokens), False
+        if not worth_predicting(end, num_computed_tokens, self.aux_fraction):
+            return 0, False
+        return end - num_computed_tokens, False
 
     def update_state_after_alloc(
         self, request: "Request", blocks: "KVCacheBlocks", num_external_tokens: int
