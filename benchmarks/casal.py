@@ -40,6 +40,7 @@ from amortized.steering.pipeline import (
 )
 from amortized.steering.qa import QAItem, read_qa
 from amortized.steering.sft import SFTConfig, train_sft
+from amortized.steering.splits import validation_split
 from benchmarks._harness import base_parser, model_folder, print_table, write_json
 
 
@@ -73,6 +74,8 @@ def serve_and_label(
         return asyncio.run(run(server.base_url))
 
 
+VALIDATION_FRACTION = 0.25
+"""Share of the labelled training questions held out to choose the layer and strength on."""
 PAPER_STEPS = 60
 """Optimizer steps of the paper's CASAL recipe (3 epochs over 640 questions) at our batch
 size of 32; the paper does not state its batch size."""
@@ -194,8 +197,11 @@ def main(argv: list[str] | None = None) -> int:
 
     layers = list(range(len(decoder_layers(model))))
     alphas = [float(a) for a in (args.alphas or ("1,2" if args.quick else "0.5,1,2,4")).split(",")]
+    # The layer and strength are chosen on validation questions held out of the training
+    # labels; the eval split scores each method once (it used to pick them too).
+    train, validation = validation_split(train, VALIDATION_FRACTION, seed=0)
     base, _ = evaluate_model(model, tokenizer, evaluation, progress=True)
-    sweep = layer_sweep(model, tokenizer, train, evaluation, layers, alphas, base=base)
+    sweep = layer_sweep(model, tokenizer, train, validation, layers, alphas)
     pick = sweep.best or min(sweep.rows, key=lambda r: r.metrics.hallucination)
     layer = args.layer if args.layer is not None else pick.layer
     alpha = pick.alpha
@@ -232,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(model_dir),
         "labels": {
             "train": label_counts(train),
+            "validation": label_counts(validation),
             "eval": label_counts(evaluation),
             "agreement_with_truth": {
                 "train": truth_agreement(train, truth),
@@ -243,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         "layer": layer,
         "alpha": alpha,
         "sweep": {
+            "chosen_on": "validation",
+            "validation_base": sweep.base.as_dict(),
             "layers": layers,
             "alphas": alphas,
             "best": None

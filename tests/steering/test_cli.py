@@ -86,13 +86,33 @@ def test_pipeline_through_the_cli(live_server, tiny_llama, tmp_path, capsys):
     )  # fmt: skip
     assert 0.0 <= steered["hallucination"] <= 1.0
 
+    # Choose on validation questions, score the others: every other label each way.
+    header, *records = labels.read_text().splitlines()
+    chosen_on, scored = tmp_path / "validation.jsonl", tmp_path / "test.jsonl"
+    fitted = tmp_path / "fit.jsonl"
+    for path, start in ((fitted, 0), (chosen_on, 1), (scored, 2)):
+        path.write_text("\n".join([header, *records[start::3]]) + "\n")
     sweep = steer_here(
         capsys,
-            "sweep", "--model", str(tiny_llama.path), "--labels", str(labels),
-            "--eval", str(labels), "--layers", "0,1", "--alphas", "1,4",
+            "sweep", "--model", str(tiny_llama.path), "--labels", str(fitted),
+            "--validation", str(chosen_on), "--test", str(scored), "--layers", "0,1",
+            "--alphas", "1,4", "--out", str(tmp_path / "sweep.json"),
     )  # fmt: skip
     assert len(sweep["rows"]) == 4
     assert {r["layer"] for r in sweep["rows"]} == {0, 1}
+    recorded = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(recorded["validation"]["ids"]) == 10
+    scored_once = steer_here(
+        capsys,
+            "eval", "--model", str(tiny_llama.path), "--labels", str(scored),
+            "--sweep", str(tmp_path / "sweep.json"),
+    )  # fmt: skip
+    assert scored_once["known"] + scored_once["unknown"] <= 10
+    leaked = steer("eval", "--model", str(tiny_llama.path), "--labels", str(chosen_on),
+                   "--sweep", str(tmp_path / "sweep.json"))  # fmt: skip
+    assert leaked.returncode != 0
+    assert leaked.stderr.strip().splitlines() == [leaked.stderr.strip().splitlines()[-1]]
+    assert "share 10 question(s)" in leaked.stderr
 
 
 @pytest.mark.parametrize(
@@ -111,8 +131,30 @@ def test_pipeline_through_the_cli(live_server, tiny_llama, tmp_path, capsys):
             "no such labels file",
         ),
         (
-            ["sweep", "--model", "MODEL", "--labels", "x", "--eval", "y", "--alphas", "a,b"],
+            ["sweep", "--model", "MODEL", "--labels", "x", "--validation", "y", "--alphas", "a,b"],
             "comma-separated numbers",
+        ),
+        (
+            ["sweep", "--model", "MODEL", "--labels", "LABELS", "--eval", "LABELS"],
+            "renamed --validation",
+        ),
+        (
+            ["sweep", "--model", "MODEL", "--labels", "LABELS", "--validation", "LABELS"],
+            "--labels and --validation share 2 question(s)",
+        ),
+        (
+            [
+                "sweep",
+                "--model",
+                "MODEL",
+                "--labels",
+                "LABELS",
+                "--validation",
+                "OTHER",
+                "--test",
+                "OTHER",
+            ],
+            "--validation and --test share 1 question(s)",
         ),
         (
             ["label", "--model", "MODEL", "--data", "DATA", "--out", "o", "--samples", "3"],
@@ -123,7 +165,15 @@ def test_pipeline_through_the_cli(live_server, tiny_llama, tmp_path, capsys):
 def test_bad_input_is_one_line(argv, fragment, tiny_llama, tmp_path):
     data = tmp_path / "qa.jsonl"
     write_qa(data, QUESTIONS[:2])
-    replace = {"MODEL": str(tiny_llama.path), "DATA": str(data)}
+    labels, other = tmp_path / "labels.jsonl", tmp_path / "other.jsonl"
+    record = {"label": "known", "correct": 1, "wrong": 0, "abstained": 0, "samples": ["e"]}
+    rows = [{"id": q.id, "question": q.question, "answers": list(q.answers), **record}
+            for q in QUESTIONS[:3]]  # fmt: skip
+    header = json.dumps({"amortized_labels": 1}) + "\n"
+    labels.write_text(header + "".join(json.dumps(r) + "\n" for r in rows[:2]))
+    other.write_text(header + json.dumps(rows[2]) + "\n")
+    replace = {"MODEL": str(tiny_llama.path), "DATA": str(data), "LABELS": str(labels)}
+    replace["OTHER"] = str(other)
     argv = [replace.get(a, a) for a in argv]
     done = steer(*argv)
     assert done.returncode != 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amortized.errors import AmortizedError
+from amortized.steering.splits import check_disjoint
 
 if TYPE_CHECKING:
     from amortized.cli_support import OneLineParser
@@ -61,12 +62,30 @@ def add_steer_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -
     evaluate.add_argument("--vector", type=Path, help="steer at inference with this vector")
     evaluate.add_argument("--alpha", type=float, default=4.0)
     evaluate.add_argument("--answers", type=Path, help="write the answers here (JSONL)")
+    evaluate.add_argument(
+        "--sweep",
+        type=Path,
+        help="a `steer sweep --out` result: refuse to score its validation questions",
+    )
     evaluate.set_defaults(handler=_eval)
 
-    sweep = sub.add_parser("sweep", help="inference-time steering per layer: pick the layer")
+    sweep = sub.add_parser(
+        "sweep", help="inference-time steering per layer: pick the layer on validation data"
+    )
     sweep.add_argument("--model", required=True, type=Path)
     sweep.add_argument("--labels", required=True, type=Path, help="labelled training questions")
-    sweep.add_argument("--eval", required=True, type=Path, help="labelled eval questions")
+    sweep.add_argument(
+        "--validation",
+        type=Path,
+        help="labelled validation questions the choice is made on (never the test split)",
+    )
+    sweep.add_argument("--eval", type=Path, help=argparse.SUPPRESS)
+    sweep.add_argument(
+        "--test", type=Path, help="the test labels, to refuse a validation set that overlaps them"
+    )
+    sweep.add_argument(
+        "--out", type=Path, help="write the result here; `steer eval --sweep` checks against it"
+    )
     sweep.add_argument("--layers", default="all")
     sweep.add_argument("--alphas", default="0.5,1,2,4", help="comma-separated strengths")
     sweep.add_argument("--max-known-drop", type=float, default=0.05)
@@ -226,6 +245,10 @@ def _eval(args: argparse.Namespace) -> int:
     from amortized.steering.vectors import SteeringVector
 
     labelled = _labels(args.labels)
+    if args.sweep is not None:
+        check_disjoint(
+            _sweep_validation(args.sweep), labelled, "the sweep's validation", "--labels"
+        )
     model, tokenizer = _model(args.model)
     steer = None
     if args.vector is not None:
@@ -252,7 +275,17 @@ def _sweep(args: argparse.Namespace) -> int:
         alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
     except ValueError as error:
         raise AmortizedError(f"--alphas {args.alphas!r}: use comma-separated numbers") from error
-    train, evaluation = _labels(args.labels), _labels(args.eval)
+    if args.eval is not None:
+        raise AmortizedError(
+            "--eval was renamed --validation: choose the layer on validation data, and score "
+            "the test split once with `amortized steer eval`"
+        )
+    if args.validation is None:
+        raise AmortizedError("--validation is required: the labelled questions to choose on")
+    train, validation = _labels(args.labels), _labels(args.validation)
+    check_disjoint(train, validation, "--labels", "--validation")
+    if args.test is not None:
+        check_disjoint(validation, _labels(args.test), "--validation", "--test")
     model, tokenizer = _model(args.model)
     layers = _layers(args.layers, model)
     try:
@@ -260,7 +293,7 @@ def _sweep(args: argparse.Namespace) -> int:
             model,
             tokenizer,
             train,
-            evaluation,
+            validation,
             layers,
             alphas,
             max_known_drop=args.max_known_drop,
@@ -276,17 +309,33 @@ def _sweep(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     best = result.best
-    print(
-        json.dumps(
-            {
-                "base": result.base.as_dict(),
-                "best": None
-                if best is None
-                else {"layer": best.layer, "alpha": best.alpha, **best.metrics.as_dict()},
-                "rows": [
-                    {"layer": r.layer, "alpha": r.alpha, **r.metrics.as_dict()} for r in result.rows
-                ],
-            }
-        )
-    )
+    summary = {
+        "base": result.base.as_dict(),
+        "best": None
+        if best is None
+        else {"layer": best.layer, "alpha": best.alpha, **best.metrics.as_dict()},
+        "rows": [{"layer": r.layer, "alpha": r.alpha, **r.metrics.as_dict()} for r in result.rows],
+        "validation": {
+            "path": str(args.validation),
+            "ids": [item.id for item in validation],
+            "questions": [item.question for item in validation],
+        },
+    }
+    if args.out is not None:
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "validation"}))
     return 0
+
+
+def _sweep_validation(path: Path) -> list[Any]:
+    """The validation questions a ``steer sweep --out`` file recorded."""
+    from amortized.steering.qa import QAItem
+
+    try:
+        recorded = json.loads(path.read_text())["validation"]
+        pairs = zip(recorded["ids"], recorded["questions"], strict=True)
+        return [QAItem(id=str(i), question=str(q), answers=()) for i, q in pairs]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise AmortizedError(
+            f"--sweep {path}: not a `steer sweep --out` result ({error})"
+        ) from None

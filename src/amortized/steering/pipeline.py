@@ -13,6 +13,7 @@ from amortized.steering.casal import CasalConfig, CasalResult, casal_targets, tr
 from amortized.steering.evaluation import SteeringMetrics, SteeringSpec, evaluate_model
 from amortized.steering.judge import Judge
 from amortized.steering.labelling import Label, LabelledItem
+from amortized.steering.splits import check_disjoint
 from amortized.steering.vectors import SteeringVector, steering_vector
 
 
@@ -109,7 +110,7 @@ def layer_sweep(
     model: Any,
     tokenizer: Any,
     train: Sequence[LabelledItem],
-    evaluation: Sequence[LabelledItem],
+    validation: Sequence[LabelledItem],
     layers: Sequence[int],
     alphas: Sequence[float],
     *,
@@ -119,17 +120,19 @@ def layer_sweep(
     progress: bool = False,
 ) -> SweepResult:
     """Ordinary (inference-time) steering at each layer and strength, as the paper picks
-    the CASAL layer."""
+    the CASAL layer: vectors from ``train``, scores on ``validation`` (never the test split;
+    the two must share no question). ``base`` is the unsteered model on ``validation``."""
+    check_disjoint(train, validation, "the training labels", "the validation labels")
     vectors = vectors_from_labels(model, tokenizer, train, layers)
     if base is None:
-        base, _ = evaluate_model(model, tokenizer, evaluation, judge=judge)
+        base, _ = evaluate_model(model, tokenizer, validation, judge=judge)
     rows = []
     for layer in layers:
         for alpha in alphas:
             metrics, _ = evaluate_model(
                 model,
                 tokenizer,
-                evaluation,
+                validation,
                 judge=judge,
                 steer=SteeringSpec(layer, vectors[layer].unknown, alpha),
                 progress=progress,
