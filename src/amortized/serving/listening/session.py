@@ -38,6 +38,9 @@ from amortized.serving.listening.events import (
 from amortized.serving.listening.frame import ChatFrame, TemplateTokenizer
 
 ResponseStatus = Literal["completed", "cancelled", "incomplete", "failed"]
+ABORT_GRACE_S = 1.0
+"""How long stopping one generation may take before the session moves on without it."""
+
 StopReason = Literal["budget", "time", "model", "interrupted", "end_of_turn"]
 
 
@@ -391,12 +394,19 @@ class ListeningSession:
                 self._emit(ThinkingDelta(chunk_index=generation.chunk, delta=chunk.text))
 
     async def _abort(self, generation: _Generation) -> None:
-        """Stop a running request now: cancel its consumer, tell the engine, wait."""
+        """Stop a running request now: cancel its consumer, tell the engine, wait.
+
+        Both waits are bounded: during a server shutdown the engine may already be gone, and
+        an abort sent to it would never return (the session must still close).
+        """
         assert generation.task is not None
         generation.task.cancel()
-        await self._backend.abort(generation.request_id)
-        with contextlib.suppress(asyncio.CancelledError):
-            await generation.task
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ABORT_GRACE_S):
+                await self._backend.abort(generation.request_id)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            async with asyncio.timeout(ABORT_GRACE_S):
+                await generation.task
 
     def _request_id(self, kind: str) -> str:
         return f"{self.id}-{kind}-{next(self._requests)}"

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request
 
@@ -12,6 +12,24 @@ Result = TypeVar("Result")
 
 CLIENT_CLOSED_REQUEST = 499
 """nginx's status for a request whose client left: nobody reads it, but logs say why."""
+
+
+CANCEL_GRACE_S = 1.0
+"""How long a cancelled task may take to unwind before it is left behind."""
+
+
+async def settle(task: "asyncio.Future[Any]", grace: float = CANCEL_GRACE_S) -> None:
+    """Wait up to ``grace`` seconds for a cancelled task; never raise."""
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait({task}, timeout=grace)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
+def engine_stopped(request: Request) -> bool:
+    """Whether vLLM's engine client (``app.state.engine_client``) has stopped or died."""
+    engine = getattr(request.app.state, "engine_client", None)
+    return bool(getattr(engine, "errored", False)) if engine is not None else False
 
 
 def state_service(request: Request, attribute: str, kind: type[Service]) -> Service:
@@ -33,8 +51,14 @@ async def unless_disconnected(request: Request, work: Awaitable[Result]) -> Resu
                 return task.result()
             if await request.is_disconnected():
                 raise HTTPException(CLIENT_CLOSED_REQUEST, detail="the client closed the request")
+            if engine_stopped(request):
+                # vLLM stops its engine before the HTTP server, which then waits, without a
+                # limit, for every request in flight: work still waiting on the engine would
+                # hold the shutdown forever.
+                raise HTTPException(503, detail="the server is shutting down")
     finally:
         if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # Bounded: while the server shuts down, the engine a cancelled generation aborts
+            # may already be gone, and its abort would then never return.
+            await settle(task)
