@@ -1,7 +1,6 @@
 """Thin HTTP adapters, one folder per endpoint group (protocol, serving logic, router)."""
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -19,9 +18,9 @@ CANCEL_GRACE_S = 1.0
 
 
 async def settle(task: "asyncio.Future[Any]", grace: float = CANCEL_GRACE_S) -> None:
-    """Wait up to ``grace`` seconds for a cancelled task; never raise."""
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await asyncio.wait({task}, timeout=grace)
+    """Wait up to ``grace`` seconds for a cancelled task (its own errors are not raised; a
+    cancellation of the caller still is)."""
+    await asyncio.wait({task}, timeout=grace)
     if task.done() and not task.cancelled():
         task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
