@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     train, validation = validation_split(train, VALIDATION_FRACTION, seed=0)
     base, _ = evaluate_model(model, tokenizer, evaluation, progress=True)
     sweep = layer_sweep(model, tokenizer, train, validation, layers, alphas)
-    pick = sweep.best or min(sweep.rows, key=lambda r: r.metrics.hallucination)
+    pick = sweep.choice
+    assert pick is not None  # at least one layer and one alpha were swept
     layer = args.layer if args.layer is not None else pick.layer
     alpha = pick.alpha
     vectors = vectors_from_labels(model, tokenizer, train, [layer])

@@ -479,3 +479,31 @@ def test_vllm_loads_the_exported_checkpoint(exported, tmp_path):
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, done.stdout[-2000:] + done.stderr[-2000:]
     assert len(json.loads(lines[-1].removeprefix("RESULT "))["tokens"]) == 4
+
+
+def test_the_sweep_falls_back_to_known_accuracy_plus_abstention():
+    from amortized.steering.evaluation import SteeringMetrics
+    from amortized.steering.pipeline import SweepResult, SweepRow
+
+    def metrics(hallucination: float, known_accuracy: float) -> SteeringMetrics:
+        return SteeringMetrics(
+            hallucination=hallucination,
+            refusal_on_known=0.0,
+            known_accuracy=known_accuracy,
+            overall_accuracy=0.0,
+            unknown_abstention=1 - hallucination,
+            known=25,
+            unknown=25,
+        )
+
+    rows = [
+        SweepRow(3, 1.0, metrics(0.0, 0.44)),  # lowest hallucination, ruins known answers
+        SweepRow(5, 1.0, metrics(0.0, 0.68)),
+        SweepRow(4, 1.0, metrics(0.04, 0.52)),
+    ]
+    none_kept = SweepResult(metrics(1.0, 1.0), rows, best=None)
+    assert none_kept.fallback == rows[1]
+    assert none_kept.choice == rows[1]
+    kept = SweepResult(metrics(1.0, 1.0), rows, best=rows[2])
+    assert kept.choice == rows[2]
+    assert SweepResult(metrics(1.0, 1.0), [], best=None).choice is None

@@ -309,11 +309,15 @@ def _sweep(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     best = result.best
+    choice = result.choice
     summary = {
         "base": result.base.as_dict(),
         "best": None
         if best is None
         else {"layer": best.layer, "alpha": best.alpha, **best.metrics.as_dict()},
+        "choice": None
+        if choice is None
+        else {"layer": choice.layer, "alpha": choice.alpha, "rule": "best" if best else "fallback"},
         "rows": [{"layer": r.layer, "alpha": r.alpha, **r.metrics.as_dict()} for r in result.rows],
         "validation": {
             "path": str(args.validation),

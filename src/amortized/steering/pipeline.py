@@ -105,6 +105,22 @@ class SweepResult:
     """Lowest hallucination among settings that keep known accuracy within
     ``max_known_drop`` of the base model (``None`` when no setting does)."""
 
+    @property
+    def fallback(self) -> SweepRow | None:
+        """When no setting keeps known accuracy: the one with the highest known accuracy plus
+        abstention rate on unknown questions, the two behaviours CASAL is meant to combine
+        (lowest hallucination alone would ignore what steering costs on known questions)."""
+        return max(
+            self.rows,
+            key=lambda r: (r.metrics.known_accuracy + r.metrics.unknown_abstention, -r.layer),
+            default=None,
+        )
+
+    @property
+    def choice(self) -> SweepRow | None:
+        """:attr:`best`, or :attr:`fallback` when no setting keeps known accuracy."""
+        return self.best or self.fallback
+
 
 def layer_sweep(
     model: Any,
