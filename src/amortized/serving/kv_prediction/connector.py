@@ -36,7 +36,6 @@ from amortized.kv_prediction.config import (
     load_predictor_folder,
 )
 from amortized.kv_prediction.placement import (
-    AUX_DTYPES,
     check_single_rank,
     compute_dtype,
     memory_plan,
@@ -106,12 +105,10 @@ class ConnectorSettings:
         aligned = extra.get("block_aligned", False)
         if not isinstance(aligned, bool):
             raise PredictorError("kv_connector_extra_config.block_aligned must be true or false")
+        # Checked with the cache dtype by placement.compute_dtype, the one place that reads it.
         aux_dtype = extra.get("aux_dtype")
-        if aux_dtype is not None and aux_dtype not in AUX_DTYPES:
-            raise PredictorError(
-                f"kv_connector_extra_config.aux_dtype must be one of {sorted(AUX_DTYPES)}"
-            )
-        return cls(Path(extra["predictor"]), minimum, aligned, aux_dtype)
+        aux = None if aux_dtype is None else str(aux_dtype)
+        return cls(Path(extra["predictor"]), minimum, aligned, aux)
 
 
 def cpu_has_amx() -> bool:
