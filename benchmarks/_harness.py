@@ -2,9 +2,11 @@
 
 import argparse
 import json
+import math
+import random
 import statistics
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,38 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 def median(values: Sequence[float]) -> float:
     """Median; NaN for no values."""
     return statistics.median(values) if values else float("nan")
+
+
+def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if total == 0:
+        return (math.nan, math.nan)
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    spread = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return (max(0.0, centre - spread), min(1.0, centre + spread))
+
+
+def bootstrap_ci(
+    columns: Sequence[Sequence[float]],
+    statistic: Callable[[list[list[float]]], float],
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of ``statistic`` over paired samples: the columns
+    are resampled with the same indices, so paired comparisons stay paired."""
+    size = len(columns[0])
+    if size == 0:
+        return (math.nan, math.nan)
+    rng = random.Random(seed)
+    values = []
+    for _ in range(resamples):
+        picks = [rng.randrange(size) for _ in range(size)]
+        values.append(statistic([[column[i] for i in picks] for column in columns]))
+    values = sorted(v for v in values if not math.isnan(v))
+    if not values:
+        return (math.nan, math.nan)
+    return (values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))])
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

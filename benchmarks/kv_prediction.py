@@ -119,14 +119,10 @@ class BenchRecipe:
 QUICK_RECIPE = BenchRecipe(small_steps=400, base_steps=120, kvp_steps=60)
 
 
-def build_models(
-    recipe: BenchRecipe, root: Path, layer_map: LayerAlignment, base_model: Path | None = None
-) -> dict[str, Any]:
+def build_models(recipe: BenchRecipe, root: Path, layer_map: LayerAlignment) -> dict[str, Any]:
     """Train (or load from ``root``) the base model and the 0.25 / 0.5 predictors.
 
     The predictors' folders are named by layer map, so either map reuses the cached base.
-    ``base_model`` (a real model, ``--model``) replaces the grown base; only the predictors
-    are trained for it then.
     """
     import torch
 
@@ -197,11 +193,7 @@ def build_models(
 
     root.mkdir(parents=True, exist_ok=True)
     data.write_text("\n".join(samples) + "\n")
-    base = (
-        validate_model_folder(base_model)
-        if base_model is not None
-        else ensure_folder(root / "base", build_base)
-    )
+    base = ensure_folder(root / "base", build_base)
     predictors = {}
     for name, fraction in (("kvp025", 0.25), ("kvp05", 0.5)):
         out = root / f"{name}-{layer_map}"
@@ -477,7 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         help="a real base model by name (amortized models list, e.g. smollm2-135m-instruct) "
-        "or folder; predictors are trained for it (default: the grown toy base)",
+        "or folder: predictors are trained for it on real text and the real_model block is "
+        "measured (default: the grown toy base on the copy task)",
+    )
+    parser.add_argument(
+        "--predictors",
+        type=Path,
+        help="with --model: folder of the trained predictors (trained there when missing)",
     )
     parser.add_argument(
         "--layer-map",
@@ -486,10 +484,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the pruned predictors' layer map ('block' is the paper's i//4)",
     )
     args = parser.parse_args(argv)
+    if args.model:
+        return main_real_model(args)
     from amortized.config import models_dir
 
-    base_model = model_folder(args.model, args.cache_dir) if args.model else None
-    prefix = f"bench-kvp-{Path(args.model).name}-" if args.model else "bench-kvp-"
+    prefix = "bench-kvp-"
     full = BenchRecipe()
     root_full = models_dir(args.cache_dir) / f"{prefix}{full.fingerprint()}"
     recipe = full
@@ -502,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     quality_length = lengths[0]
 
     build_start = time.perf_counter()
-    models = build_models(recipe, root, args.layer_map, base_model)
+    models = build_models(recipe, root, args.layer_map)
     build_seconds = time.perf_counter() - build_start
     training = describe_training(models)
     print(
@@ -578,6 +577,119 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.json, result)
     plot(result, args.plot or Path(f"kv_prediction{'-quick' if args.quick else ''}.png"))
     return 0
+
+
+def main_real_model(args: Any) -> int:
+    """``--model``: the real-model run (benchmarks/_kvp_real.py); tables, JSON, plot."""
+    from amortized.config import models_dir
+    from benchmarks._kvp_real import QUICK_REAL_RECIPE, RUNS, RealRecipe, run_real_model
+
+    base = model_folder(args.model, args.cache_dir)
+
+    def root_of(recipe: RealRecipe) -> Path:
+        digest = hashlib.sha256(json.dumps(asdict(recipe)).encode()).hexdigest()[:10]
+        return (
+            args.predictors or models_dir(args.cache_dir) / f"bench-kvp-real-{base.name}-{digest}"
+        )
+
+    recipe = RealRecipe()
+    if args.quick and not all(
+        (root_of(recipe) / run.folder / "kv_predictor.json").exists() for run in RUNS.values()
+    ):
+        recipe = QUICK_REAL_RECIPE  # minutes, not the full run's ~50 of training
+    block = run_real_model(
+        base, root_of(recipe), recipe, args.quick, args.requests, args.quality_items
+    )
+    lengths = list(block["ttft_ratio_kvp025_vs_base"])
+    longest = lengths[-1]
+    accuracy = block["retrieval_accuracy"]
+    print("held-out perplexity (512-token prompt, next 128 tokens scored):")
+    print_table(
+        ["config", "perplexity", "95% CI", "gap closed", "gap 95% CI"],
+        [
+            [
+                name,
+                value,
+                "{:.2f}-{:.2f}".format(*block["perplexity_ci95"][name]),
+                block["gap_closed"].get(name, ""),
+                "{:.2f}-{:.2f}".format(*block["gap_closed_ci95"][name])
+                if name in block["gap_closed_ci95"]
+                else "",
+            ]
+            for name, value in block["perplexity_all"].items()
+        ],
+    )
+    print("pass-key retrieval accuracy (greedy):")
+    print_table(
+        ["config", *(f"acc@{n}" for n in accuracy["base"])],
+        [[name, *(v["accuracy"] for v in per.values())] for name, per in accuracy.items()],
+    )
+    print("TTFT on one server, prefix caching on (distinct prompts, interleaved):")
+    print_table(
+        ["tokens", "base ms", "kvp025 ms", "ratio", "95% CI"],
+        [
+            [
+                n,
+                block["ttft_median_ms"][n]["base"],
+                block["ttft_median_ms"][n]["kvp025"],
+                block["ttft_ratio_kvp025_vs_base"][n],
+                "{:.2f}-{:.2f}".format(*block["ttft_ratio_ci95"][n]),
+            ]
+            for n in lengths
+        ],
+    )
+    chat = block["multi_turn"]
+    print(f"multi-turn chat, shared system prompt: TTFT ratio by turn {chat['ttft_ratio_by_turn']}")
+    itl = block["itl"]
+    print(
+        f"ITL of a running decode while {itl['prompt_tokens']}-token prompts arrive: KVP/base "
+        f"{itl['itl_ratio_under_load']:.2f} (rounds {itl['itl_ratio_by_round']})"
+    )
+    result = {
+        "summary": {
+            "ttft_ratio_kvp025_vs_base": block["ttft_ratio_kvp025_vs_base"],
+            "quality": {
+                name: accuracy[name][longest]["accuracy"]
+                for name in ("base", "kvp025", "kvp05", "aux_only")
+            },
+            "quality_metric": f"pass-key retrieval accuracy (greedy) at {longest} prompt tokens",
+            "quality_length": int(longest),
+            "layer_map": "input",
+        },
+        "real_model": block,
+        "model": str(base),
+        "machine": {"cpus": os.cpu_count()},
+    }
+    write_json(args.json, result)
+    plot_real(block, args.plot or Path(f"kv_prediction-real{'-quick' if args.quick else ''}.png"))
+    return 0
+
+
+def plot_real(block: dict[str, Any], path: Path) -> None:
+    """Perplexity per config beside pass-key accuracy by prompt length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = list(block["perplexity_all"])
+    values = [block["perplexity_all"][n] for n in names]
+    low = [v - block["perplexity_ci95"][n][0] for n, v in zip(names, values, strict=True)]
+    high = [block["perplexity_ci95"][n][1] - v for n, v in zip(names, values, strict=True)]
+    axes[0].barh(names, values, xerr=[low, high])
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("held-out perplexity (log scale, 95% CI)")
+    for name, per in block["retrieval_accuracy"].items():
+        lengths = [int(n) for n in per]
+        axes[1].plot(lengths, [v["accuracy"] for v in per.values()], marker="o", label=name)
+    axes[1].set_xlabel("prompt tokens")
+    axes[1].set_ylabel("pass-key accuracy")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("KV prediction on a real model: quality")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmarks._harness import base_parser, median, model_folder, print_table, write_json
+from benchmarks._harness import base_parser, median, model_folder, print_table, wilson, write_json
 
 QUESTIONS: tuple[tuple[str, str], ...] = (
     ("What is the capital of France?", "Paris"),
@@ -83,16 +83,6 @@ def perplexity_text() -> str:
     import textwrap
 
     return "\n\n".join(str(m.__doc__) for m in (json_module, textwrap, difflib, collections))
-
-
-def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion."""
-    if total == 0:
-        return (math.nan, math.nan)
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    spread = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return (max(0.0, centre - spread), min(1.0, centre + spread))
 
 
 def fetch_times(name: str) -> dict[str, float]:

@@ -2,6 +2,7 @@
 document-aligned windows, the summed K/V loss, pruning, bf16 and gradient checkpointing."""
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,41 @@ def test_bf16_training_keeps_trained_weights_in_fp32(
     history = folder.config.training["history"]
     assert all(torch.isfinite(torch.tensor(h["base_loss_predicted"])) for h in history)
     assert folder.config.training["settings"]["precision"] == "bf16"
+
+
+def test_lm_objective_trains_only_the_auxiliary_model(
+    tiny_llama: ModelFolder, corpus_file: Path, tmp_path: Path
+):
+    trainer = kv_trainer(tiny_llama.path, corpus_file, tmp_path / "lm", objective="lm", steps=8)
+    trainer.initialise_maps()  # train() repeats this deterministic least-squares fit
+    maps_before = {k: v.clone() for k, v in trainer.maps.state_dict().items()}
+    aux_before = [p.detach().clone() for p in trainer.aux.parameters()]
+    folder = trainer.train()
+    for name, tensor in trainer.maps.state_dict().items():
+        torch.testing.assert_close(tensor, maps_before[name])  # maps keep their initial fit
+    assert any(
+        not torch.equal(a, p) for a, p in zip(aux_before, trainer.aux.parameters(), strict=True)
+    )
+    history = folder.config.training["history"]
+    assert history[-1]["aux_loss"] < history[0]["aux_loss"]
+    assert folder.config.training["settings"]["objective"] == "lm"
+
+
+def test_time_budget_sets_the_step_count(
+    tiny_llama: ModelFolder, corpus_file: Path, tmp_path: Path
+):
+    trainer = kv_trainer(tiny_llama.path, corpus_file, tmp_path / "budget", steps=10_000)
+    trainer.config = replace(trainer.config, time_budget_s=1.0)
+    trainer.plan_steps(step_seconds=0.01)  # 1 s at 10 ms per step, evaluations included
+    planned = trainer.total_steps
+    assert 10 < planned < 100
+    trainer.plan_steps(step_seconds=1.0)  # planned once: a later estimate changes nothing
+    assert trainer.total_steps == planned
+    trainer.config = replace(trainer.config, time_budget_s=3.0)
+    trainer.state.planned_steps = None
+    folder = trainer.train()
+    steps = folder.config.training["steps"]
+    assert steps == trainer.total_steps < 10_000
+    assert folder.config.training["train_seconds"] > 0
+    with pytest.raises(PredictorError, match="--time-budget"):
+        TrainingConfig(base="b", data="d", out="o", prune=0.5, time_budget_s=0)

@@ -59,6 +59,20 @@ def add_kvp_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -> 
         action="store_true",
         help="recompute layer activations in the backward pass (less memory, ~30%% slower)",
     )
+    train.add_argument(
+        "--objective",
+        choices=("kvp", "lm"),
+        default="kvp",
+        help="lm: train the auxiliary model on language-model loss alone (a smaller-model "
+        "baseline; the maps keep their initial fit)",
+    )
+    train.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help="set the step count after a few timed steps so training fits this budget "
+        "(instead of --steps)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     train.set_defaults(handler=_train)
@@ -99,6 +113,8 @@ def _train(args: argparse.Namespace) -> int:
         kv_loss=args.kv_loss,
         precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing,
+        objective=args.objective,
+        time_budget_s=None if args.time_budget is None else args.time_budget * 60,
     )
     folder = KVPredictionTrainer(config).train(resume=args.resume)
     serve = f"amortized serve {args.base} --kv-predictor {folder.path}"

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,9 +52,11 @@ from amortized.kv_prediction.projections import (
 from amortized.models.training import warmup_cosine_lr
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PLAN_AFTER_STEPS = 6
 Init = Literal["lstsq", "identity", "random"]
 KVLoss = Literal["sum", "mean"]
 Precision = Literal["fp32", "bf16"]
+Objective = Literal["kvp", "lm"]
 LayerAlignment = Literal["input", "block"]
 LAYER_ALIGNMENTS: tuple[LayerAlignment, ...] = get_args(LayerAlignment)
 
@@ -85,6 +88,12 @@ class TrainingConfig:
     """``bf16``: the frozen base is held in bf16 and forwards run under autocast; the
     auxiliary model, the maps and the optimizer state stay fp32."""
     gradient_checkpointing: bool = False
+    objective: Objective = "kvp"
+    """``lm``: train the auxiliary model on its own language-model loss only (the maps stay
+    at their initial fit): the "smaller model" baseline the paper compares against."""
+    time_budget_s: float | None = None
+    """Wall-clock budget: after a few steps the step count is set so that training ends
+    within it (replaces ``steps``), so runs of different cost get the same budget."""
 
     def __post_init__(self) -> None:
         if (self.aux is None) == (self.prune is None):
@@ -96,6 +105,8 @@ class TrainingConfig:
                 raise PredictorError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 < self.eval_fraction < 1:
             raise PredictorError("--eval-fraction must be between 0 and 1")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise PredictorError("--time-budget must be a positive number of minutes")
 
     def resume_key(self) -> dict[str, Any]:
         """Settings that must not change between a run and its resumption."""
@@ -110,6 +121,8 @@ class TrainingConfig:
             "init",
             "seed",
             "kv_loss",
+            "objective",
+            "time_budget_s",
         )
         return {k: getattr(self, k) for k in keep}
 
@@ -131,6 +144,9 @@ class TrainingState:
 
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    planned_steps: int | None = None
+    """Set by a time budget once the step time is known; ``config.steps`` otherwise."""
+    elapsed_s: float = 0.0
 
 
 def resolve_device(device: str) -> torch.device:
@@ -361,6 +377,13 @@ class KVPredictionTrainer:
         enabled = self.config.precision == "bf16"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
+    def lm_losses(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The auxiliary model's language-model loss alone, backpropagated (``objective="lm"``)."""
+        with self.autocast():
+            aux_loss = self.aux(input_ids=ids, labels=ids, use_cache=False).loss.float()
+        aux_loss.backward()
+        return {"total": aux_loss, "aux": aux_loss.detach()}
+
     def losses(self, ids: torch.Tensor, *, backward: bool = False) -> dict[str, torch.Tensor]:
         """The three loss terms and their sum for one batch; ``backward`` also backpropagates.
 
@@ -452,6 +475,8 @@ class KVPredictionTrainer:
             "aux": self.aux.state_dict(),
             "maps": self.maps.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "planned_steps": self.state.planned_steps,
+            "elapsed_s": self.state.elapsed_s,
         }
         tmp = self.out / f".{CHECKPOINT_NAME}.tmp"
         torch.save(payload, tmp)
@@ -473,7 +498,33 @@ class KVPredictionTrainer:
         self.aux.load_state_dict(payload["aux"])
         self.maps.load_state_dict(payload["maps"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.state = TrainingState(step=int(payload["step"]), history=list(payload["history"]))
+        self.state = TrainingState(
+            step=int(payload["step"]),
+            history=list(payload["history"]),
+            planned_steps=payload.get("planned_steps"),
+            elapsed_s=float(payload.get("elapsed_s", 0.0)),
+        )
+
+    @property
+    def total_steps(self) -> int:
+        """Where training ends: the time budget's plan once made, else ``config.steps``."""
+        return self.state.planned_steps or self.config.steps
+
+    def plan_steps(self, step_seconds: float) -> None:
+        """Fix the step count that fits the time budget (leaving room for the evaluations)."""
+        budget = self.config.time_budget_s
+        if budget is None or self.state.planned_steps is not None:
+            return
+        remaining = max(0.0, budget - self.state.elapsed_s)
+        evals_per_step = 1 / self.config.checkpoint_every
+        per_step = step_seconds * (1 + evals_per_step * self.config.eval_batches)
+        self.state.planned_steps = max(
+            self.state.step + 1, self.state.step + int(remaining / per_step)
+        )
+        self.log(
+            f"time budget {budget / 60:.1f} min at {step_seconds:.2f} s/step: "
+            f"{self.state.planned_steps} steps"
+        )
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -493,25 +544,39 @@ class KVPredictionTrainer:
             start = self.evaluate()
             self.state.history.append(asdict(start))
             self.log(_describe(start, "initial"))
-        bar = tqdm(total=self.config.steps, initial=self.state.step, desc="kvp train", unit="step")
-        while self.state.step < self.config.steps:
+        bar = tqdm(total=self.total_steps, initial=self.state.step, desc="kvp train", unit="step")
+        timed: list[float] = []
+        while self.state.step < self.total_steps:
+            started = time.perf_counter()
             for group in self.optimizer.param_groups:
                 group["lr"] = warmup_cosine_lr(
-                    self.state.step, self.config.lr, self.config.warmup_steps, self.config.steps
+                    self.state.step, self.config.lr, self.config.warmup_steps, self.total_steps
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            terms = self.losses(self.batch(self.state.step), backward=True)
+            ids = self.batch(self.state.step)
+            if self.config.objective == "lm":
+                terms = self.lm_losses(ids)
+            else:
+                terms = self.losses(ids, backward=True)
             torch.nn.utils.clip_grad_norm_(
                 [*self.aux.parameters(), *self.maps.parameters()], max_norm=1.0
             )
             self.optimizer.step()
             self.state.step += 1
+            spent = time.perf_counter() - started
+            self.state.elapsed_s += spent
+            timed.append(spent)
+            if len(timed) == PLAN_AFTER_STEPS:  # the first step includes one-off warm-up
+                self.plan_steps(sum(timed[1:]) / (len(timed) - 1))
+                bar.total = self.total_steps
             bar.update(1)
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items() if k != "total"})
             if self.state.step % self.config.checkpoint_every == 0:
+                started = time.perf_counter()
                 result = self.evaluate()
                 self.state.history.append(asdict(result))
                 bar.write(_describe(result, "eval"))
+                self.state.elapsed_s += time.perf_counter() - started
                 self.save_checkpoint()
         bar.close()
         if not self.state.history or self.state.history[-1]["step"] != self.state.step:
@@ -533,6 +598,7 @@ class KVPredictionTrainer:
             min_prompt_tokens=self.config.min_prompt_tokens,
             training={
                 "steps": self.state.step,
+                "train_seconds": round(self.state.elapsed_s, 1),
                 "settings": asdict(self.config),
                 "history": self.state.history,
             },
