@@ -3,6 +3,7 @@ reported confidence intervals and pass-key items are only as good as these."""
 
 import random
 import statistics
+from dataclasses import replace
 
 from benchmarks._harness import bootstrap_ci, wilson
 from benchmarks._kvp_real import RUNS, RealRecipe, passkey_prompt, settings_match
@@ -61,7 +62,6 @@ def test_trained_folders_are_reused_only_with_the_same_recipe():
         "batch_size": 4,
         "lr": 1e-3,
         "precision": "bf16",
-        "time_budget_s": recipe.budget_minutes * 60,
         "checkpoint_every": 50,
         "eval_batches": 4,
         "seed": 0,
@@ -70,6 +70,11 @@ def test_trained_folders_are_reused_only_with_the_same_recipe():
         "objective": "kvp",
         "data": "/anywhere/train.jsonl",
     }
-    assert settings_match(settings, recipe, run)
-    assert not settings_match({**settings, "layer_map": "block"}, recipe, run)
-    assert not settings_match(settings, recipe, RUNS["smaller_model"])
+    training = {"steps": run.steps, "settings": settings}
+    assert settings_match(training, recipe, run)
+    assert not settings_match({**training, "steps": run.steps - 1}, recipe, run)
+    block = {**settings, "layer_map": "block"}
+    assert not settings_match({**training, "settings": block}, recipe, run)
+    assert not settings_match(training, recipe, RUNS["smaller_model"])
+    quick = replace(recipe, step_scale=0.1)
+    assert run.steps_for(quick) == round(run.steps / 10)

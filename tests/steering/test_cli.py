@@ -1,16 +1,19 @@
 """``amortized steer`` end to end on the tiny model: label through the live server, vectors
 (+ GGUF), CASAL train and export, eval, sweep; the exported checkpoint's provenance reaches
-``/v1/amortized/info``'s model list; bad input ends with one line."""
+``/v1/amortized/info``'s model list; ``--device``/``--dtype``; bad input ends with one
+line."""
 
 import json
 import subprocess
 import sys
 from argparse import Namespace
+from typing import Any
 
 import pytest
 
 from amortized.cli import main
 from amortized.serving.routes.info.serving import ServerFacts
+from amortized.steering.export import casal_provenance
 from amortized.steering.labelling import read_labels
 from amortized.steering.qa import QAItem, write_qa
 from tests.conftest import API_KEY
@@ -122,6 +125,69 @@ def test_pipeline_through_the_cli(live_server, tiny_llama, tmp_path, capsys):
     assert "share 10 question(s)" in leaked.stderr
 
 
+@pytest.fixture(scope="module")
+def unsupported_model(tiny_llama, tmp_path_factory):
+    """A tiny GPT-2 folder: a causal LM transformers loads, whose layers steering refuses."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama.path)
+    eos = tokenizer.eos_token_id
+    sizes: dict[str, Any] = {"vocab_size": len(tokenizer), "n_embd": 32, "n_layer": 1, "n_head": 2}
+    config = GPT2Config(**sizes, bos_token_id=eos, eos_token_id=eos)
+    out = tmp_path_factory.mktemp("gpt2") / "tiny-gpt2"
+    GPT2LMHeadModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_labels(path, count):
+    """``count`` labelled questions, known and unknown in turn (the plumbing needs both)."""
+    header = json.dumps({"amortized_labels": 1}) + "\n"
+    rows = [
+        {
+            "id": q.id,
+            "question": q.question,
+            "answers": list(q.answers),
+            "label": "known" if i % 2 == 0 else "unknown",
+            "correct": 2 if i % 2 == 0 else 0,
+            "wrong": 0 if i % 2 == 0 else 2,
+            "abstained": 0,
+            "samples": ["e", "e"],
+        }
+        for i, q in enumerate(QUESTIONS[:count])
+    ]
+    path.write_text(header + "".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_an_explicit_device_and_dtype(family, tiny_llama, tiny_families, tmp_path, capsys):
+    """vectors, train and eval on a model placed with ``--device cpu --dtype bfloat16``."""
+    model = str(tiny_llama.path if family == "llama" else tiny_families[family])
+    labels = str(write_labels(tmp_path / "labels.jsonl", 8))
+    placed = ["--device", "cpu", "--dtype", "bfloat16"]
+    vectors = steer_here(
+        capsys,
+        "vectors", "--model", model, "--labels", labels, "--layers", "1",
+        "--out", str(tmp_path / "vectors"), *placed,
+    )  # fmt: skip
+    assert set(vectors["vectors"]) == {"1"}
+    assert vectors["norms"]["1"] > 0
+    trained = steer_here(
+        capsys,
+        "train", "--model", model, "--labels", labels, "--layer", "1", "--lr", "1e-2",
+        "--epochs", "20", "--out", str(tmp_path / "casal"), *placed,
+    )  # fmt: skip
+    assert trained["final_loss"] < trained["initial_loss"]
+    assert (casal_provenance(trained["checkpoint"]) or {})["layer"] == 1
+    metrics = steer_here(
+        capsys,
+        "eval", "--model", trained["checkpoint"], "--labels", labels,
+        "--vector", vectors["vectors"]["1"], "--alpha", "1", *placed,
+    )  # fmt: skip
+    assert metrics["known"] + metrics["unknown"] == 8
+
+
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
@@ -167,9 +233,25 @@ def test_pipeline_through_the_cli(live_server, tiny_llama, tmp_path, capsys):
             ["label", "--model", "MODEL", "--data", "DATA", "--out", "o", "--samples", "3"],
             "threshold",
         ),
+        (
+            ["vectors", "--model", "MODEL", "--labels", "LABELS", "--out", "o", "--device", "tpu"],
+            "argument --device: 'tpu' is not a device",
+        ),
+        (
+            ["train", "--model", "MODEL", "--labels", "LABELS", "--layer", "0", "--dtype", "int8"],
+            "argument --dtype: invalid choice: 'int8'",
+        ),
+        (
+            ["eval", "--model", "MODEL", "--labels", "LABELS", "--device", "cuda:99"],
+            "--device cuda:99: ",
+        ),
+        (
+            ["vectors", "--model", "GPT2", "--labels", "LABELS", "--out", "o"],
+            "activation steering supports model_type llama, mistral, qwen2, qwen3, gemma",
+        ),
     ],
 )
-def test_bad_input_is_one_line(argv, fragment, tiny_llama, tmp_path):
+def test_bad_input_is_one_line(argv, fragment, tiny_llama, unsupported_model, tmp_path):
     data = tmp_path / "qa.jsonl"
     write_qa(data, QUESTIONS[:2])
     labels, other = tmp_path / "labels.jsonl", tmp_path / "other.jsonl"
@@ -181,6 +263,7 @@ def test_bad_input_is_one_line(argv, fragment, tiny_llama, tmp_path):
     other.write_text(header + json.dumps(rows[2]) + "\n")
     replace = {"MODEL": str(tiny_llama.path), "DATA": str(data), "LABELS": str(labels)}
     replace["OTHER"] = str(other)
+    replace["GPT2"] = str(unsupported_model)
     argv = [replace.get(a, a) for a in argv]
     done = steer(*argv)
     assert done.returncode != 0

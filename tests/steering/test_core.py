@@ -1,8 +1,10 @@
 """Capture, steering vectors, the steering hook, CASAL training and checkpoint export on the
-tiny random Llama and Qwen2 models (float32 where exactness is asserted)."""
+tiny random Llama, Qwen2, Qwen3, Mistral, Gemma, Gemma 2 and Gemma 3 models (float32 where
+exactness is asserted, bfloat16 where the GPU path's precision is)."""
 
 import copy
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -18,18 +20,23 @@ from amortized.errors import AmortizedError
 from amortized.models import ModelFolder, validate_model_folder
 from amortized.models.folder import MANIFEST_NAME, sha256_file
 from amortized.steering.capture import (
+    SUPPORTED_MODEL_TYPES,
+    MLPBlock,
     UnsupportedModelError,
     capture,
     capture_last_token,
     capture_mlp_inputs,
+    check_layer,
     decoder_layers,
     encode_texts,
     mlp_block,
+    mlp_parts,
 )
 from amortized.steering.casal import (
     CasalConfig,
     apply_casal,
     casal_targets,
+    standalone_block,
     train_casal,
 )
 from amortized.steering.export import (
@@ -38,13 +45,17 @@ from amortized.steering.export import (
     casal_provenance,
     export_checkpoint,
 )
+from amortized.steering.labelling import Label, LabelledItem
+from amortized.steering.placement import load_model, resolve_device, resolve_dtype, stored_dtype
 from amortized.steering.qa import question_prompt
+from amortized.steering.sft import SFTConfig, sft_batch, train_sft
 from amortized.steering.steer import generate_answers, steering
 from amortized.steering.vectors import (
     SteeringVector,
     export_control_vector_gguf,
     steering_vector,
 )
+from tests.steering.conftest import NEW_FAMILIES
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -94,9 +105,29 @@ def qwen2(tiny_qwen2):
     return _load(tiny_qwen2)
 
 
-@pytest.fixture(params=["llama", "qwen2"])
+@pytest.fixture(scope="module")
+def families(tiny_families):
+    """Each new family's tiny model, loaded in float32 on the CPU."""
+    return {
+        name: load_model(path, device="cpu", dtype="float32")
+        for name, path in tiny_families.items()
+    }
+
+
+FAMILIES = ("llama", "qwen2", *NEW_FAMILIES)
+SANDWICH_FAMILIES = ("gemma2", "gemma3_text")
+
+
+def _family(request, family: str):
+    """``(model, tokenizer)`` of ``family``, float32, shared by the module (copy to edit)."""
+    if family in ("llama", "qwen2"):
+        return request.getfixturevalue(family)
+    return request.getfixturevalue("families")[family]
+
+
+@pytest.fixture(params=FAMILIES)
 def any_model(request):
-    return request.getfixturevalue(request.param)
+    return _family(request, request.param)
 
 
 def _labels(n: int, seed: int = 0) -> list[bool]:
@@ -109,15 +140,27 @@ def _labels(n: int, seed: int = 0) -> list[bool]:
 # --- capture ---------------------------------------------------------------------------
 
 
-def test_decoder_layers_and_unsupported_models(llama, qwen2):
-    assert len(decoder_layers(llama[0])) == 2
-    assert len(decoder_layers(qwen2[0])) == 2
+def test_decoder_layers_and_unsupported_models(llama, qwen2, families):
+    assert set(SUPPORTED_MODEL_TYPES) == set(FAMILIES)
+    for model, _ in (llama, qwen2, *families.values()):
+        assert model.config.model_type in SUPPORTED_MODEL_TYPES
+        assert len(decoder_layers(model)) == 2
     assert decoder_layers(llama[0].model) is decoder_layers(llama[0])
-    other = nn.Linear(2, 2)
-    other.config = types.SimpleNamespace(model_type="gpt2")  # type: ignore[assignment]
-    with pytest.raises(UnsupportedModelError, match="gpt2") as info:
-        decoder_layers(other)
-    assert isinstance(info.value, AmortizedError)
+    # gemma3 is the multimodal Gemma 3 (its text layers sit elsewhere): refused, not guessed.
+    for model_type in ("gpt2", "gemma3", None):
+        other = nn.Linear(2, 2)
+        other.config = types.SimpleNamespace(model_type=model_type)  # type: ignore[assignment]
+        with pytest.raises(UnsupportedModelError, match=repr(model_type)) as info:
+            decoder_layers(other)
+        assert isinstance(info.value, AmortizedError)
+        message = str(info.value)
+        assert "\n" not in message
+        assert all(name in message for name in SUPPORTED_MODEL_TYPES)
+    # A supported model_type whose layer lacks the modules its layout names.
+    impostor = copy.deepcopy(llama[0])
+    impostor.config.model_type = "gemma2"
+    with pytest.raises(UnsupportedModelError, match="pre_feedforward_layernorm"):
+        mlp_parts(impostor, 1)
     with pytest.raises(IndexError, match=r"0\.\.1"):
         capture_last_token(llama[0], llama[1], QUESTIONS[:2], [2])
 
@@ -156,7 +199,8 @@ def test_capture_at_explicit_positions(llama):
 
 
 def test_mlp_inputs_reproduce_the_layer_output(any_model):
-    """The equivalence CASAL trains on: out == r + mlp(post_attention_layernorm(r))."""
+    """The equivalence CASAL trains on: out == r + post(mlp(pre(r))) with the family's norms
+    (``post_attention_layernorm`` alone before the MLP, or Gemma 2/3's sandwich)."""
     model, tokenizer = any_model
     resid_mid, layer_out = capture_mlp_inputs(model, tokenizer, QUESTIONS, 1, batch_size=6)
     assert resid_mid.shape == layer_out.shape == (len(QUESTIONS), model.config.hidden_size)
@@ -166,6 +210,25 @@ def test_mlp_inputs_reproduce_the_layer_output(any_model):
     outputs = capture_last_token(model, tokenizer, QUESTIONS, [1])[1]
     torch.testing.assert_close(layer_out, outputs, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(resid_mid, layer_out)
+
+
+@pytest.mark.parametrize("family", SANDWICH_FAMILIES)
+def test_sandwich_norms_wrap_the_mlp(request, family):
+    """Gemma 2/3's ``post_attention_layernorm`` normalises the attention output: read as the
+    MLP's norm (the Llama layout) it misses the layer, the sandwich layout hits it."""
+    model, tokenizer = _family(request, family)
+    block = check_layer(model, 1)
+    parts = mlp_parts(model, 1)
+    assert parts.pre_norm is block.pre_feedforward_layernorm
+    assert parts.post_norm is block.post_feedforward_layernorm
+    resid_mid, layer_out = capture_mlp_inputs(model, tokenizer, QUESTIONS, 1)
+    attention_norm = block.get_submodule("post_attention_layernorm")
+    llama_layout = MLPBlock(attention_norm, parts.mlp, None)
+    no_post_norm = MLPBlock(parts.pre_norm, parts.mlp, None)
+    with torch.no_grad():
+        for wrong in (llama_layout, no_post_norm):
+            assert not torch.allclose(wrong(resid_mid), layer_out, atol=1e-3)
+        torch.testing.assert_close(mlp_block(model, 1)(resid_mid), layer_out)
 
 
 # --- vectors ---------------------------------------------------------------------------
@@ -322,6 +385,136 @@ def test_casal_trains_only_the_chosen_projection(request, family, submodule, tra
     assert all(torch.equal(again.state[k], result.state[k]) for k in trained)  # seeded
     with pytest.raises(ValueError, match=r"config\.layer"):
         train_casal(model, 0, resid_mid, targets, config)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_casal_on_each_family(request, family):
+    """Capture, a steering vector and CASAL on each family's real layer, and the equivalence
+    CASAL relies on: with the trained weights written into a copy of the model, the model's
+    own layer output is the trained standalone block's prediction on the cached inputs."""
+    base, tokenizer = _family(request, family)
+    acts = capture_last_token(base, tokenizer, QUESTIONS, [0, 1], batch_size=5)
+    assert acts[0].shape == acts[1].shape == (len(QUESTIONS), base.config.hidden_size)
+    resid_mid, layer_out, labels, vector = _casal_inputs(base, tokenizer)
+    torch.testing.assert_close(layer_out, acts[1], atol=1e-5, rtol=1e-5)
+    assert vector.norm > 0
+    targets = casal_targets(resid_mid, layer_out, labels, vector, alpha=4.0)
+    config = CasalConfig(layer=1, lr=1e-2, epochs=20, batch_size=4)
+    result = train_casal(base, 1, resid_mid, targets, config)
+    assert result.losses[-1] < result.losses[0]
+    assert result.final_loss < 0.8 * result.initial_loss
+    assert set(result.state) == {DOWN}
+
+    model = copy.deepcopy(base)
+    apply_casal(model, result)
+    new_out = capture_last_token(model, tokenizer, QUESTIONS, [1])[1]
+    with torch.no_grad():
+        predicted = standalone_block(model, 1)(resid_mid)
+    torch.testing.assert_close(new_out, predicted, atol=1e-5, rtol=1e-5)
+    in_model = torch.nn.functional.mse_loss(new_out, targets).item()
+    assert in_model == pytest.approx(result.final_loss, rel=1e-4)
+    assert not torch.allclose(new_out, layer_out, atol=1e-3)  # the layer really moved
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_casal_on_a_bfloat16_model(family, tiny_llama, tiny_families):
+    """The accelerator path's precision, on the CPU: a bfloat16 model placed explicitly.
+    Captures are float32 (exact bf16 values), training runs on a float32 copy, and the
+    weights go back in bfloat16; the equivalence then holds to bf16 rounding."""
+    path = tiny_llama.path if family == "llama" else tiny_families[family]
+    base, tokenizer = load_model(path, device="cpu", dtype=torch.bfloat16)
+    assert base.dtype == torch.bfloat16
+    assert base.device.type == "cpu"
+    resid_mid, layer_out, labels, vector = _casal_inputs(base, tokenizer)
+    assert resid_mid.dtype == layer_out.dtype == torch.float32
+    assert torch.equal(resid_mid, resid_mid.bfloat16().float())  # bf16 values, kept exactly
+    targets = casal_targets(resid_mid, layer_out, labels, vector, alpha=4.0)
+    config = CasalConfig(layer=1, lr=1e-2, epochs=20, batch_size=4)
+    result = train_casal(base, 1, resid_mid, targets, config)
+    assert result.final_loss < 0.8 * result.initial_loss
+    assert result.state[DOWN].dtype == torch.bfloat16
+    assert result.state[DOWN].device.type == "cpu"
+
+    model = copy.deepcopy(base)
+    apply_casal(model, result)
+    new_out = capture_last_token(model, tokenizer, QUESTIONS, [1])[1]
+    with torch.no_grad():
+        same_precision = standalone_block(model, 1, dtype=torch.bfloat16)(resid_mid.bfloat16())
+        trained = standalone_block(model, 1)(resid_mid)
+    # Same modules in the same dtype: equal (seen bit for bit; kernels may round apart).
+    scale = layer_out.abs().max().item()
+    torch.testing.assert_close(new_out, same_precision.float(), atol=1e-2 * scale, rtol=2e-2)
+    # Against training's float32 block: bf16 rounding only (seen: 0.6% of the largest value).
+    assert (new_out - trained).abs().max().item() < 0.02 * scale
+    in_model = torch.nn.functional.mse_loss(new_out, targets).item()
+    assert in_model == pytest.approx(result.final_loss, rel=0.02)
+    assert in_model < 0.8 * result.initial_loss
+
+
+# --- device and dtype ------------------------------------------------------------------
+
+
+def test_device_and_dtype_choices(tiny_llama):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "cuda:x", "CPU", "", "cuda:99"):
+        with pytest.raises(AmortizedError, match="--device") as info:
+            resolve_device(bad)
+        assert "\n" not in str(info.value)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_dtype("auto", cpu, torch.bfloat16) == torch.float32
+    assert resolve_dtype("auto", gpu, torch.bfloat16) == torch.bfloat16
+    assert resolve_dtype("auto", gpu) == torch.float32
+    assert resolve_dtype("float16", cpu) == torch.float16
+    assert resolve_dtype(torch.bfloat16, cpu) == torch.bfloat16
+    for wrong in ("int8", torch.int8, "fp32"):
+        with pytest.raises(AmortizedError, match=r"--dtype .*float32, bfloat16, float16"):
+            resolve_dtype(wrong, cpu)
+
+    from transformers import AutoConfig
+
+    assert stored_dtype(AutoConfig.from_pretrained(tiny_llama.path)) == torch.bfloat16
+    assert stored_dtype(types.SimpleNamespace(dtype="int8")) is None
+    model, _ = load_model(tiny_llama.path, device="cpu")  # auto: float32 on the CPU
+    assert model.dtype == torch.float32
+    assert model.device.type == "cpu"
+    assert not model.training
+
+
+# --- SFT -------------------------------------------------------------------------------
+
+
+def test_sft_batch_masks_prompts_and_padding():
+    ids, mask, labels = sft_batch([([5, 6, 7, 8], 2), ([9, 10], 1)], pad=0, device="cpu")
+    assert ids.tolist() == [[5, 6, 7, 8], [9, 10, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert labels.tolist() == [[-100, -100, 7, 8], [-100, 10, -100, -100]]
+
+
+def test_sft_trains_a_bfloat16_model_where_it_is(tiny_llama):
+    model, tokenizer = load_model(tiny_llama.path, device="cpu", dtype="bfloat16")
+    items = [
+        LabelledItem(
+            id=str(i),
+            question=question,
+            answers=("Paris",),
+            label=Label.KNOWN if i % 2 else Label.UNKNOWN,
+            correct=10 * (i % 2),
+            wrong=10 * (1 - i % 2),
+            abstained=0,
+            samples=(),
+        )
+        for i, question in enumerate(QUESTIONS[:4])
+    ]
+    before = model.get_parameter(DOWN).detach().clone()
+    result = train_sft(model, tokenizer, items, SFTConfig(epochs=1, batch_size=2))
+    assert result.examples == 4
+    assert len(result.losses) == 2
+    assert all(math.isfinite(loss) for loss in result.losses)
+    after = model.get_parameter(DOWN)
+    assert after.dtype == torch.bfloat16
+    assert not torch.equal(after, before)
+    assert not model.training
 
 
 # --- export ----------------------------------------------------------------------------

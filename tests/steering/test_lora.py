@@ -1,6 +1,8 @@
 """A CASAL change exported as a LoRA adapter: exact when the rank allows, refused when it
 cannot be one, and served by vLLM next to the base model, chosen per request by name."""
 
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from amortized.steering.lora import (
     relative_error,
     write_lora_adapter,
 )
-from tests.conftest import API_KEY, amortized_server
+from tests.conftest import AMORTIZED, API_KEY, amortized_server
 
 DOWN = "model.layers.1.mlp.down_proj.weight"
 PROMPTS = ["The capital of France is", "Once upon a time", "def main():", "1, 2, 3,"]
@@ -149,3 +151,32 @@ def test_one_server_serves_base_and_casal_by_model_name(
             assert abs(float(logprobs.max()) - content.token_logprobs[0]) < 2e-2, (name, prompt)
         moved = max(moved, float((want["casal"] - want["tiny"]).abs().max()))
     assert moved > 0.1  # the change is large enough that serving the base would fail above
+
+
+def test_cli_writes_the_adapter_and_refuses_in_one_line(
+    tiny_llama: ModelFolder, casal_checkpoint: Path, tmp_path: Path
+):
+    command = [*AMORTIZED, "steer", "lora", "--base", str(tiny_llama.path)]
+    done = subprocess.run(
+        [*command, "--casal", str(casal_checkpoint), "--out", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["rank"] == 8
+    assert summary["layer"] == 1
+    assert "--enable-lora --max-lora-rank 8" in done.stderr
+    assert (tmp_path / "a" / ADAPTER_WEIGHTS).is_file()
+    refused = subprocess.run(
+        [*command, "--casal", str(tiny_llama.path), "--out", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "not a CASAL checkpoint" in lines[0]
+    assert not (tmp_path / "b").exists()

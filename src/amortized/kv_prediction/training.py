@@ -358,6 +358,8 @@ class KVPredictionTrainer:
         params = [*self.aux.parameters(), *self.maps.parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
         self.state = TrainingState()
+        self.step_seconds: list[float] = []
+        """Wall time of each step this process ran (recorded with the predictor)."""
 
     # -- batches and losses -------------------------------------------------------------
 
@@ -545,7 +547,7 @@ class KVPredictionTrainer:
             self.state.history.append(asdict(start))
             self.log(_describe(start, "initial"))
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc="kvp train", unit="step")
-        timed: list[float] = []
+        timed = self.step_seconds
         while self.state.step < self.total_steps:
             started = time.perf_counter()
             for group in self.optimizer.param_groups:
@@ -599,6 +601,7 @@ class KVPredictionTrainer:
             training={
                 "steps": self.state.step,
                 "train_seconds": round(self.state.elapsed_s, 1),
+                "step_seconds": [round(t, 3) for t in self.step_seconds],
                 "settings": asdict(self.config),
                 "history": self.state.history,
             },

@@ -1,6 +1,6 @@
-"""Reading the residual stream of a Hugging Face Llama or Qwen2 model at chosen layers and
-token positions, with forward hooks, so steering vectors and CASAL targets come from exactly
-the tensors the steering hook and the trained layer act on.
+"""Reading the residual stream of a Hugging Face decoder (Llama, Mistral, Qwen2/3, Gemma
+1/2/3 families) at chosen layers and token positions, with forward hooks, so steering vectors
+and CASAL targets come from exactly the tensors the steering hook and the trained layer act on.
 
 Layer convention: "layer ``i``" is the 0-based decoder layer ``model.model.layers[i]`` and
 its activation is that layer's OUTPUT hidden state (the residual stream after its MLP). In
@@ -10,7 +10,7 @@ layer, where transformers reports the output after the final norm and we do not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,9 +21,36 @@ from torch import nn
 from amortized.errors import AmortizedError
 from amortized.steering.qa import question_prompt
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
-"""Architectures whose decoder layers are ``residual + attn`` then ``residual + mlp(norm)``
-with ``post_attention_layernorm`` and a gate/up/down MLP, which capture and CASAL rely on."""
+
+@dataclass(frozen=True)
+class MLPLayout:
+    """Which of a decoder layer's norms wrap its gate/up/down ``mlp``: the layer's second half
+    is ``out = r + post_norm(mlp(pre_norm(r)))`` (no ``post_norm``: ``r + mlp(pre_norm(r))``).
+    CASAL trains through exactly this map, so it must match the family's real layer."""
+
+    pre_norm: str
+    post_norm: str | None = None
+
+
+_PRE_NORM_ONLY = MLPLayout("post_attention_layernorm")
+# Gemma 2/3 "sandwich" norms: their post_attention_layernorm normalises the attention
+# OUTPUT, before its residual add; the MLP has its own norm on each side.
+_SANDWICH = MLPLayout("pre_feedforward_layernorm", "post_feedforward_layernorm")
+
+MLP_LAYOUTS: dict[str, MLPLayout] = {
+    "llama": _PRE_NORM_ONLY,
+    "mistral": _PRE_NORM_ONLY,
+    "qwen2": _PRE_NORM_ONLY,
+    "qwen3": _PRE_NORM_ONLY,
+    "gemma": _PRE_NORM_ONLY,
+    "gemma2": _SANDWICH,
+    "gemma3_text": _SANDWICH,
+}
+"""Per ``config.model_type``, how its MLP block is wrapped (read off each family's
+``modeling_*.py`` decoder layer). Every family here has ``residual + attn`` then the MLP block
+and a gate/up/``down_proj`` MLP; anything else is refused rather than guessed."""
+
+SUPPORTED_MODEL_TYPES = tuple(MLP_LAYOUTS)
 
 Positions = Literal["last"] | Sequence[int]
 
@@ -32,15 +59,28 @@ class UnsupportedModelError(AmortizedError):
     """A model whose layer layout capture, steering and CASAL do not know."""
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layers of a Llama or Qwen2 model (``*ForCausalLM`` or the bare model)."""
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
+def layout_for(model_type: object, what: str) -> MLPLayout:
+    """The :class:`MLPLayout` of ``model_type`` (a ``config.json`` value, so a model can be
+    refused before its weights load), or a one-line :class:`UnsupportedModelError` naming the
+    supported types; ``what`` says which model."""
+    layout = MLP_LAYOUTS.get(model_type) if isinstance(model_type, str) else None
+    if layout is None:
         raise UnsupportedModelError(
-            f"activation steering supports {', '.join(SUPPORTED_MODEL_TYPES)} models, "
-            f"not model_type {model_type!r} ({type(model).__name__})"
+            f"activation steering supports model_type {', '.join(SUPPORTED_MODEL_TYPES)}, "
+            f"not {model_type!r} ({what})"
         )
+    return layout
+
+
+def mlp_layout(model: nn.Module) -> MLPLayout:
+    """The model family's :class:`MLPLayout` (see :func:`layout_for`)."""
+    config = getattr(model, "config", None)
+    return layout_for(getattr(config, "model_type", None), type(model).__name__)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a supported model (``*ForCausalLM`` or the bare model)."""
+    mlp_layout(model)
     inner = getattr(model, "model", model)
     layers = getattr(inner, "layers", None)
     if not isinstance(layers, nn.ModuleList):
@@ -100,16 +140,27 @@ def pad_id(tokenizer: Any) -> int:
 
 
 def pad_batch(
-    ids: Sequence[Sequence[int]], pad: int, *, side: Literal["left", "right"]
+    ids: Sequence[Sequence[int]],
+    pad: int,
+    *,
+    side: Literal["left", "right"],
+    device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` of a batch padded on ``side``."""
+    """``(input_ids, attention_mask)`` of a batch padded on ``side``, built on ``device`` (the
+    model's), so no host-to-device copy per tensor."""
     width = max(len(row) for row in ids)
-    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, row in enumerate(ids):
-        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
-        input_ids[i, span] = torch.tensor(list(row), dtype=torch.long)
-        mask[i, span] = 1
+    rows: list[list[int]] = []
+    masks: list[list[int]] = []
+    for row in ids:
+        fill = width - len(row)
+        if side == "left":
+            rows.append([pad] * fill + list(row))
+            masks.append([0] * fill + [1] * len(row))
+        else:
+            rows.append([*row, *[pad] * fill])
+            masks.append([1] * len(row) + [0] * fill)
+    input_ids = torch.tensor(rows, dtype=torch.long, device=device)
+    mask = torch.tensor(masks, dtype=torch.long, device=device)
     return input_ids, mask
 
 
@@ -134,13 +185,15 @@ class _Tap:
     """True: read the module's first positional input (a forward pre-hook); False: its output."""
 
 
-def _resolve_positions(positions: Positions, lengths: Sequence[int]) -> torch.Tensor:
-    """Per row, the absolute token indices to read ([B, P]); negatives count from each row's
-    own end."""
+def _resolve_positions(
+    positions: Positions, lengths: Sequence[int], device: torch.device
+) -> torch.Tensor:
+    """Per row, the absolute token indices to read ([B, P], on ``device``); negatives count
+    from each row's own end."""
     if isinstance(positions, str):
         if positions != "last":
             raise ValueError(f"positions must be 'last' or a list of indices, not {positions!r}")
-        return torch.tensor([[n - 1] for n in lengths], dtype=torch.long)
+        return torch.tensor([[n - 1] for n in lengths], dtype=torch.long, device=device)
     if not positions:
         raise ValueError("positions is empty")
     rows = []
@@ -152,7 +205,7 @@ def _resolve_positions(positions: Positions, lengths: Sequence[int]) -> torch.Te
                 raise IndexError(f"position {p} is outside a prompt of {n} tokens")
             row.append(index)
         rows.append(row)
-    return torch.tensor(rows, dtype=torch.long)
+    return torch.tensor(rows, dtype=torch.long, device=device)
 
 
 def _run_taps(
@@ -165,7 +218,10 @@ def _run_taps(
     batch_size: int,
     progress: bool,
 ) -> list[torch.Tensor]:
-    """Per tap, the float32 activations at ``positions`` of every text ([N, P, H]).
+    """Per tap, the float32 activations at ``positions`` of every text ([N, P, H]), on the
+    CPU: only the few read positions leave the model's device, and a whole dataset of them
+    (every layer, for a sweep) would otherwise pile up in accelerator memory. float32 holds
+    any bf16/fp16 value exactly, so nothing is lost.
 
     Batches are right-padded: causal attention keeps real tokens from seeing the padding and
     their positions stay 0..n-1, so a batched read equals an unbatched one."""
@@ -184,8 +240,8 @@ def _run_taps(
     starts = range(0, len(encoded), batch_size)
     for start in _progress(starts, progress, "capture"):
         chunk = encoded[start : start + batch_size]
-        index = _resolve_positions(positions, [len(row) for row in chunk])
-        input_ids, mask = pad_batch(chunk, pad, side="right")
+        index = _resolve_positions(positions, [len(row) for row in chunk], device)
+        input_ids, mask = pad_batch(chunk, pad, side="right", device=device)
         found: list[torch.Tensor | None] = [None] * len(taps)
         with ExitStack() as stack:
             for k, tap in enumerate(taps):
@@ -193,9 +249,7 @@ def _run_taps(
             stack.enter_context(_stop_after(deepest))
             # no_grad rather than inference_mode: callers may edit or train on the results.
             with torch.no_grad(), suppress(_StopForward):
-                inner(
-                    input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False
-                )
+                inner(input_ids=input_ids, attention_mask=mask, use_cache=False)
         for k, value in enumerate(found):
             if value is None:
                 raise RuntimeError("a capture hook did not run; is the tapped module used?")
@@ -301,46 +355,70 @@ def capture_mlp_inputs(
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(resid_mid, layer_out)``, each [N, H] float32, at the last question token of
-    ``layer``: the residual stream after the layer's attention (input of its
-    ``post_attention_layernorm``) and the layer's output.
+    ``layer``: the residual stream after the layer's attention (the input of the norm in
+    front of its MLP, see :class:`MLPLayout`) and the layer's output.
 
-    Why this is all CASAL needs: a Llama/Qwen2 layer computes ``r = h + attn(h)`` then
-    ``out = r + mlp(post_attention_layernorm(r))``, the second step per token. ``r`` at the
-    last token depends only on earlier layers and this layer's attention, all frozen, so
-    training this layer's MLP with a loss at that token is exactly training
-    ``r -> r + mlp(norm(r))`` on the cached ``r`` -- the same loss, gradients and result as
-    running the standalone layer, without re-running attention every step."""
+    Why this is all CASAL needs: every supported layer computes ``r = h + attn(...)`` then
+    ``out = r + post(mlp(pre(r)))``, the second step per token. ``r`` at the last token
+    depends only on earlier layers and this layer's attention, all frozen, so training this
+    layer's MLP with a loss at that token is exactly training that map on the cached ``r`` --
+    the same loss, gradients and result as running the standalone layer, without re-running
+    attention every step."""
     block = check_layer(model, layer)
-    norm, _ = _mlp_parts(block, layer)
+    parts = _mlp_parts(block, mlp_layout(model), layer)
     texts = [question_prompt(tokenizer, q) for q in questions]
-    taps = [_Tap(norm, before=True), _Tap(block, before=False)]
+    taps = [_Tap(parts.pre_norm, before=True), _Tap(block, before=False)]
     resid_mid, layer_out = _run_taps(
         model, tokenizer, texts, taps, "last", batch_size=batch_size, progress=progress
     )
     return resid_mid[:, 0], layer_out[:, 0]
 
 
-def _mlp_parts(block: nn.Module, layer: int) -> tuple[nn.Module, nn.Module]:
-    norm = getattr(block, "post_attention_layernorm", None)
-    mlp = getattr(block, "mlp", None)
-    if not isinstance(norm, nn.Module) or not isinstance(mlp, nn.Module):
-        raise UnsupportedModelError(f"layer {layer} has no post_attention_layernorm and mlp")
-    return norm, mlp
+class MLPBlock(nn.Module):
+    """``r -> r + post_norm(mlp(pre_norm(r)))`` (``post_norm`` only for sandwich-norm
+    families): the second half of a decoder layer, the map CASAL trains through."""
+
+    def __init__(self, pre_norm: nn.Module, mlp: nn.Module, post_norm: nn.Module | None) -> None:
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.mlp = mlp
+        self.post_norm = post_norm
+
+    def forward(self, resid: torch.Tensor) -> torch.Tensor:
+        update: torch.Tensor = self.mlp(self.pre_norm(resid))
+        if self.post_norm is not None:
+            update = self.post_norm(update)
+        return resid + update
 
 
-def mlp_parts(model: nn.Module, layer: int) -> tuple[nn.Module, nn.Module]:
-    """``(post_attention_layernorm, mlp)`` of decoder layer ``layer``."""
-    return _mlp_parts(check_layer(model, layer), layer)
+@dataclass(frozen=True)
+class MLPParts:
+    """A decoder layer's own MLP modules, as its family's :class:`MLPLayout` names them."""
+
+    pre_norm: nn.Module
+    mlp: nn.Module
+    post_norm: nn.Module | None = None
 
 
-def mlp_block(model: nn.Module, layer: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``r -> r + mlp(post_attention_layernorm(r))`` of ``layer``, the model's own modules:
+def _mlp_parts(block: nn.Module, layout: MLPLayout, layer: int) -> MLPParts:
+    names = [layout.pre_norm, "mlp", *([layout.post_norm] if layout.post_norm else [])]
+    found = {name: getattr(block, name, None) for name in names}
+    missing = [name for name, module in found.items() if not isinstance(module, nn.Module)]
+    if missing:
+        raise UnsupportedModelError(
+            f"layer {layer} ({type(block).__name__}) has no {' or '.join(missing)}"
+        )
+    modules = [module for module in found.values() if isinstance(module, nn.Module)]
+    return MLPParts(modules[0], modules[1], modules[2] if layout.post_norm else None)
+
+
+def mlp_parts(model: nn.Module, layer: int) -> MLPParts:
+    """The norm(s) and MLP of decoder layer ``layer``: the model's own modules."""
+    return _mlp_parts(check_layer(model, layer), mlp_layout(model), layer)
+
+
+def mlp_block(model: nn.Module, layer: int) -> MLPBlock:
+    """The MLP half of ``layer`` built from the model's own modules (shared, not copied):
     the map :func:`capture_mlp_inputs` and CASAL rely on."""
-    block = check_layer(model, layer)
-    norm, mlp = _mlp_parts(block, layer)
-
-    def apply(resid: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = resid + mlp(norm(resid))
-        return out
-
-    return apply
+    parts = mlp_parts(model, layer)
+    return MLPBlock(parts.pre_norm, parts.mlp, parts.post_norm)

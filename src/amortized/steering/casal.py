@@ -4,8 +4,10 @@ with no hook at inference time.
 
 Training runs on cached post-attention residuals (see
 :func:`~amortized.steering.capture.capture_mlp_inputs` for why this equals training the
-standalone layer): a deep copy of the layer's ``post_attention_layernorm`` and ``mlp`` maps
-``r -> r + mlp(norm(r))`` and learns to hit ``layer_out + alpha * v`` for each question's type.
+standalone layer): a float32 copy of the layer's MLP block (its norm(s) and ``mlp``, as the
+family's :class:`~amortized.steering.capture.MLPLayout` says) maps
+``r -> r + post(mlp(pre(r)))`` and learns to hit ``layer_out + alpha * v`` for each question's
+type. float32 whatever the model's dtype: Adam's small steps vanish in bf16 rounding.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from amortized.steering.capture import check_layer, mlp_parts
+from amortized.steering.capture import MLPBlock, check_layer, mlp_parts
 from amortized.steering.vectors import SteeringVector
 
 Submodule = Literal["down_proj", "up_proj", "both"]
@@ -57,7 +59,8 @@ class CasalConfig:
 @dataclass(frozen=True)
 class CasalResult:
     state: dict[str, torch.Tensor]
-    """Trained tensors under their full ``model.state_dict()`` names, in the model's dtype."""
+    """Trained tensors under their full ``model.state_dict()`` names, in the dtype and on the
+    device of the parameters they replace."""
     losses: list[float]
     """Mean training MSE of each epoch."""
     wall_seconds: float
@@ -113,22 +116,25 @@ def casal_targets(
         raise ValueError(
             f"vector has {vector.direction.shape[0]} values, activations {layer_out.shape[1]}"
         )
-    sign = torch.tensor([-1.0 if known else 1.0 for known in labels], dtype=torch.float32)
-    direction = vector.direction.detach().float().to(layer_out.device)
-    return layer_out.float() + alpha * sign.to(layer_out.device)[:, None] * direction
+    device = layer_out.device
+    signs = [-1.0 if known else 1.0 for known in labels]
+    sign = torch.tensor(signs, dtype=torch.float32, device=device)
+    direction = vector.direction.detach().to(device=device, dtype=torch.float32)
+    return layer_out.float() + alpha * sign[:, None] * direction
 
 
-class _Standalone(nn.Module):
-    """``r -> r + mlp(norm(r))``: the part of the decoder layer CASAL trains through."""
-
-    def __init__(self, norm: nn.Module, mlp: nn.Module) -> None:
-        super().__init__()
-        self.norm = norm
-        self.mlp = mlp
-
-    def forward(self, resid: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = resid + self.mlp(self.norm(resid))
-        return out
+def standalone_block(
+    model: nn.Module, layer: int, *, dtype: torch.dtype = torch.float32
+) -> MLPBlock:
+    """A deep copy of ``layer``'s MLP block (norm(s) and MLP), in ``dtype`` on the device of
+    the layer's MLP, frozen: what CASAL trains, and what a trained model's layer must match."""
+    parts = mlp_parts(model, layer)
+    post = copy.deepcopy(parts.post_norm) if parts.post_norm is not None else None
+    net = MLPBlock(copy.deepcopy(parts.pre_norm), copy.deepcopy(parts.mlp), post)
+    device = next(parts.mlp.parameters()).device
+    net.to(device=device, dtype=dtype)
+    net.requires_grad_(False)
+    return net
 
 
 def _layer_prefix(model: nn.Module, block: nn.Module) -> str:
@@ -147,9 +153,10 @@ def train_casal(
     *,
     progress: bool = False,
 ) -> CasalResult:
-    """Train the chosen MLP projection(s) of ``layer`` (a float32 copy; the model is not
-    touched) with Adam on MSE(r + mlp(norm(r)), target) over shuffled minibatches of the
-    cached examples. Use :func:`apply_casal` to put the result into the model."""
+    """Train the chosen MLP projection(s) of ``layer`` (a float32 copy on the layer's device;
+    the model is not touched) with Adam on MSE(block(r), target) over shuffled minibatches of
+    the cached examples. The result is in the model's dtype, on its device; use
+    :func:`apply_casal` to put it into the model."""
     if layer != config.layer:
         raise ValueError(f"layer {layer} differs from config.layer {config.layer}")
     if resid_mid.ndim != 2 or resid_mid.shape != targets.shape:
@@ -163,11 +170,8 @@ def train_casal(
         raise ValueError("resid_mid or targets hold NaN or infinite values")
     block = check_layer(model, layer)
     prefix = _layer_prefix(model, block)
-    norm, mlp = mlp_parts(model, layer)
-    device = next(mlp.parameters()).device
-    net = _Standalone(copy.deepcopy(norm), copy.deepcopy(mlp))
-    net.to(device=device, dtype=torch.float32)
-    net.requires_grad_(False)
+    net = standalone_block(model, layer)
+    device = next(net.parameters()).device
     trained: dict[str, nn.Parameter] = {}
     for projection in TRAINED_PROJECTIONS[config.submodule]:
         module = getattr(net.mlp, projection, None)
@@ -205,7 +209,7 @@ def train_casal(
             losses.append(total / count)
     final = _full_loss(net, inputs, wanted, config.batch_size)
     state = {
-        name: param.detach().to(dtype=original[name].dtype, device="cpu").contiguous().clone()
+        name: param.detach().to(dtype=original[name].dtype, device=original[name].device).clone()
         for name, param in trained.items()
     }
     return CasalResult(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amortized.errors import AmortizedError
+from amortized.steering.placement import DEVICE_HELP, DTYPE_CHOICES, check_device_spec
 from amortized.steering.splits import check_disjoint
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def add_steer_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -
     vectors.add_argument("--out", required=True, type=Path, help="folder for layer-N.safetensors")
     vectors.add_argument("--gguf", type=Path, help="also write a llama.cpp control vector")
     vectors.add_argument("--alpha", type=float, default=1.0, help="scale baked into the GGUF")
+    _placement_options(vectors)
     vectors.set_defaults(handler=_vectors)
 
     train = sub.add_parser("train", help="CASAL: train one layer's MLP, export the checkpoint")
@@ -54,6 +56,7 @@ def add_steer_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -
     train.add_argument("--epochs", type=int, default=3)
     train.add_argument("--out", required=True, type=Path, help="new model folder")
     train.add_argument("--overwrite", action="store_true")
+    _placement_options(train)
     train.set_defaults(handler=_train)
 
     evaluate = sub.add_parser("eval", help="hallucination, refusal and accuracy of a model")
@@ -67,6 +70,7 @@ def add_steer_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -
         type=Path,
         help="a `steer sweep --out` result: refuse to score its validation questions",
     )
+    _placement_options(evaluate)
     evaluate.set_defaults(handler=_eval)
 
     sweep = sub.add_parser(
@@ -89,15 +93,66 @@ def add_steer_command(subparsers: "argparse._SubParsersAction[OneLineParser]") -
     sweep.add_argument("--layers", default="all")
     sweep.add_argument("--alphas", default="0.5,1,2,4", help="comma-separated strengths")
     sweep.add_argument("--max-known-drop", type=float, default=0.05)
+    _placement_options(sweep)
     sweep.set_defaults(handler=_sweep)
 
+    lora = sub.add_parser(
+        "lora", help="export a CASAL checkpoint's change as a LoRA adapter for vllm --enable-lora"
+    )
+    lora.add_argument("--base", required=True, type=Path, help="the model CASAL was trained on")
+    lora.add_argument("--casal", required=True, type=Path, help="the `steer train` checkpoint")
+    lora.add_argument("--out", required=True, type=Path, help="adapter folder to write")
+    lora.add_argument(
+        "--rank",
+        type=int,
+        help="adapter rank (one vLLM accepts: 1, 8, 16, ...); default: the smallest within "
+        "--tolerance",
+    )
+    lora.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="largest relative (Frobenius) error of the factorised change for the automatic rank",
+    )
+    lora.add_argument("--overwrite", action="store_true")
+    lora.set_defaults(handler=_lora)
 
-def _model(path: Path) -> tuple[Any, Any]:
+
+def _placement_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="auto",
+        help="auto: the checkpoint's own dtype on a GPU, float32 on the CPU",
+    )
+
+
+def _device(spec: str) -> str:
+    """``--device``'s spelling, checked while parsing (argparse makes it one line)."""
+    try:
+        return check_device_spec(spec)
+    except AmortizedError as error:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not a device; use {DEVICE_HELP}") from error
+
+
+def _model(args: argparse.Namespace, *, steered: bool = True) -> tuple[Any, Any]:
+    """``--model`` on ``--device`` in ``--dtype``. A model that is to be read or steered
+    inside (``steered``) must be of a supported family, checked before its weights load."""
+    from amortized.steering.capture import layout_for
     from amortized.steering.pipeline import load_model
 
-    if not (path / "config.json").is_file():
+    path: Path = args.model
+    config = path / "config.json"
+    if not config.is_file():
         raise AmortizedError(f"--model {path}: not a model folder (no config.json)")
-    return load_model(path)
+    if steered:
+        try:
+            model_type = json.loads(config.read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError) as error:
+            raise AmortizedError(f"--model {path}: unreadable config.json ({error})") from error
+        layout_for(model_type, f"--model {path}")
+    return load_model(path, device=args.device, dtype=args.dtype)
 
 
 def _labels(path: Path) -> list[Any]:
@@ -178,7 +233,7 @@ def _vectors(args: argparse.Namespace) -> int:
     from amortized.steering.vectors import export_control_vector_gguf
 
     labelled = _labels(args.labels)
-    model, tokenizer = _model(args.model)
+    model, tokenizer = _model(args)
     layers = _layers(args.layers, model)
     try:
         vectors = vectors_from_labels(model, tokenizer, labelled, layers, progress=True)
@@ -203,7 +258,7 @@ def _train(args: argparse.Namespace) -> int:
     from amortized.steering.pipeline import casal_from_labels, vectors_from_labels
 
     labelled = _labels(args.labels)
-    model, tokenizer = _model(args.model)
+    model, tokenizer = _model(args)
     [layer] = _layers(str(args.layer), model)
     try:
         config = CasalConfig(
@@ -249,7 +304,7 @@ def _eval(args: argparse.Namespace) -> int:
         check_disjoint(
             _sweep_validation(args.sweep), labelled, "the sweep's validation", "--labels"
         )
-    model, tokenizer = _model(args.model)
+    model, tokenizer = _model(args, steered=args.vector is not None)
     steer = None
     if args.vector is not None:
         try:
@@ -286,7 +341,7 @@ def _sweep(args: argparse.Namespace) -> int:
     check_disjoint(train, validation, "--labels", "--validation")
     if args.test is not None:
         check_disjoint(validation, _labels(args.test), "--validation", "--test")
-    model, tokenizer = _model(args.model)
+    model, tokenizer = _model(args)
     layers = _layers(args.layers, model)
     try:
         result = layer_sweep(
@@ -343,3 +398,31 @@ def _sweep_validation(path: Path) -> list[Any]:
         raise AmortizedError(
             f"--sweep {path}: not a `steer sweep --out` result ({error})"
         ) from None
+
+
+def _lora(args: argparse.Namespace) -> int:
+    from amortized.steering.lora import write_lora_adapter
+
+    adapter = write_lora_adapter(
+        args.base,
+        args.casal,
+        args.out,
+        rank=args.rank,
+        tolerance=args.tolerance,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"serve it with: amortized serve {args.base} -- --enable-lora --max-lora-rank "
+        f"{adapter.rank} --lora-modules casal={adapter.path}",
+        file=sys.stderr,
+    )
+    summary = {
+        "adapter": str(adapter.path),
+        "rank": adapter.rank,
+        "layer": adapter.layer,
+        "target_modules": list(adapter.target_modules),
+        "relative_error": adapter.relative_error,
+        "error_by_rank": adapter.error_by_rank,
+    }
+    print(json.dumps(summary))
+    return 0

@@ -6,25 +6,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from amortized.steering.casal import CasalConfig, CasalResult, casal_targets, train_casal
 from amortized.steering.evaluation import SteeringMetrics, SteeringSpec, evaluate_model
 from amortized.steering.judge import Judge
 from amortized.steering.labelling import Label, LabelledItem
+from amortized.steering.placement import load_model as load_model  # re-exported
 from amortized.steering.splits import check_disjoint
 from amortized.steering.vectors import SteeringVector, steering_vector
-
-
-def load_model(model_dir: str | Path, *, dtype: str = "auto") -> tuple[Any, Any]:
-    """A transformers causal LM and its tokenizer, on CPU, in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
-    model.eval()
-    return model, tokenizer
 
 
 def split_labels(labelled: Sequence[LabelledItem]) -> tuple[list[str], list[str]]:

@@ -12,13 +12,16 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm import tqdm
 
 from amortized.steering.judge import Judge, SubstringJudge
 from amortized.steering.labelling import Label, LabelledItem
 from amortized.steering.qa import DEFAULT_ABSTENTION, question_messages, question_prompt
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,22 @@ def sft_examples(
     return examples
 
 
+def sft_batch(
+    batch: Sequence[tuple[list[int], int]], pad: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, labels)`` of right-padded ``(ids, target_start)``
+    examples, built on ``device``; labels are -100 (no loss) on prompts and padding."""
+    import torch
+
+    from amortized.steering.capture import pad_batch
+
+    input_ids, mask = pad_batch([ids for ids, _ in batch], pad, side="right", device=device)
+    starts = torch.tensor([start for _, start in batch], device=device)
+    columns = torch.arange(input_ids.shape[1], device=device)
+    target = (columns[None, :] >= starts[:, None]) & mask.bool()
+    return input_ids, mask, input_ids.masked_fill(~target, -100)
+
+
 def train_sft(
     model: Any,
     tokenizer: Any,
@@ -92,8 +111,12 @@ def train_sft(
     *,
     progress: bool = False,
 ) -> SFTResult:
-    """Fine-tune every parameter of ``model`` in place; returns the wall time and losses."""
+    """Fine-tune every parameter of ``model`` in place, where it is and in its dtype (load
+    it with :func:`~amortized.steering.placement.load_model`'s ``device`` and ``dtype``);
+    returns the wall time and losses."""
     import torch
+
+    from amortized.steering.capture import model_device
 
     config = config or SFTConfig()
     started = time.perf_counter()
@@ -101,6 +124,7 @@ def train_sft(
     if not examples:
         raise ValueError("no known or unknown questions to fine-tune on")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = model_device(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     rng = random.Random(config.seed)
     model.train()
@@ -112,14 +136,7 @@ def train_sft(
         rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
             batch = [examples[i] for i in order[start : start + config.batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, target_start) in enumerate(batch):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                labels[row, target_start : len(ids)] = torch.tensor(ids[target_start:])
-                mask[row, : len(ids)] = 1
+            input_ids, mask, labels = sft_batch(batch, pad, device)
             loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
             optimizer.zero_grad()
             loss.backward()

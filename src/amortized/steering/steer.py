@@ -95,13 +95,9 @@ def generate_answers(
         starts = tqdm(starts, desc="generate", unit="batch")
     for start in starts:
         rows = order[start : start + batch_size]
-        input_ids, mask = pad_batch([encoded[i] for i in rows], pad, side="left")
+        input_ids, mask = pad_batch([encoded[i] for i in rows], pad, side="left", device=device)
         with torch.inference_mode():
-            out = generate(
-                input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
-                generation_config=config,
-            )
+            out = generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
         new = out[:, input_ids.shape[1] :].cpu()
         for row, ids in zip(rows, new.tolist(), strict=True):
             ends = [k for k, token in enumerate(ids) if token in stops]
