@@ -17,6 +17,8 @@ import dataclasses
 import random
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from amortized.steering.pipeline import (
     vectors_from_labels,
 )
 from amortized.steering.qa import QAItem, read_qa
-from amortized.steering.sft import SFTConfig, train_sft
+from amortized.steering.sft import DPOConfig, SFTConfig, SFTResult, train_dpo, train_sft
 from amortized.steering.splits import validation_split
 from benchmarks._harness import base_parser, model_folder, print_table, write_json
 
@@ -102,7 +104,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [m for m in ("base", "steer", "casal", "sft") if m in result["metrics"]]
+    methods = [
+        m for m in ("base", "steer", "casal", "sft", "lora_sft", "dpo") if m in result["metrics"]
+    ]
     measures = [
         ("hallucination", "hallucination on unknown"),
         ("known_accuracy", "known accuracy"),
@@ -201,13 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     # labels; the eval split scores each method once (it used to pick them too).
     train, validation = validation_split(train, VALIDATION_FRACTION, seed=0)
     base, _ = evaluate_model(model, tokenizer, evaluation, progress=True)
+    started = time.perf_counter()
     sweep = layer_sweep(model, tokenizer, train, validation, layers, alphas)
+    sweep_seconds = time.perf_counter() - started
     pick = sweep.choice
     assert pick is not None  # at least one layer and one alpha were swept
     layer = args.layer if args.layer is not None else pick.layer
     alpha = pick.alpha
+    started = time.perf_counter()
     vectors = vectors_from_labels(model, tokenizer, train, [layer])
     vector = vectors[layer]
+    vector_seconds = time.perf_counter() - started
     steered, _ = evaluate_model(
         model, tokenizer, evaluation, steer=SteeringSpec(layer, vector.unknown, alpha)
     )
@@ -230,11 +238,20 @@ def main(argv: list[str] | None = None) -> int:
     reloaded, _ = load_model(exported, dtype="float32")
     casal, _ = evaluate_model(reloaded, tokenizer, evaluation, progress=True)
 
-    sft_model = copy.deepcopy(model)
-    sft = train_sft(sft_model, tokenizer, train, SFTConfig(), progress=True)
-    sft_metrics, _ = evaluate_model(sft_model, tokenizer, evaluation)
-
-    metrics = {"base": base, "steer": steered, "casal": casal, "sft": sft_metrics}
+    baselines: dict[str, Callable[[Any], SFTResult]] = {
+        "sft": lambda m: train_sft(m, tokenizer, train, SFTConfig(), progress=True),
+        "lora_sft": lambda m: train_sft(m, tokenizer, train, LORA_SFT, progress=True),
+        "dpo": lambda m: train_dpo(m, tokenizer, train, DPOConfig(), progress=True),
+    }
+    trained: dict[str, Any] = {}
+    metrics = {"base": base, "steer": steered, "casal": casal}
+    for name, fine_tune in baselines.items():
+        tuned = copy.deepcopy(model)
+        trained[name] = fine_tune(tuned)
+        metrics[name], _ = evaluate_model(tuned, tokenizer, evaluation)
+        del tuned
+    sft = trained["sft"]
+    casal_total = run.capture_seconds + run.result.wall_seconds + sweep_seconds + vector_seconds
     result: dict[str, Any] = {
         "model": str(model_dir),
         "labels": {
@@ -283,6 +300,18 @@ def main(argv: list[str] | None = None) -> int:
             "casal_with_capture": run.result.wall_seconds + run.capture_seconds,
             "sft": sft.wall_seconds,
         },
+        "cost_seconds": {
+            "casal_total": casal_total,
+            "casal_parts": {
+                "sweep": sweep_seconds,
+                "vector": vector_seconds,
+                "capture": run.capture_seconds,
+                "training": run.result.wall_seconds,
+            },
+            **{name: r.wall_seconds for name, r in trained.items()},
+        },
+        "training_flops": training_flops(model, trained, run.result),
+        "casal_total_over_lora_sft_time": casal_total / trained["lora_sft"].wall_seconds,
         "casal_hallucination_cut_relative": hallucination_cut,
         "casal_known_accuracy_drop_points": 100 * (base.known_accuracy - casal.known_accuracy),
         "casal_over_sft_time": run.result.wall_seconds / sft.wall_seconds,
@@ -306,6 +335,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(result, args.plot)
     return 0
+
+
+LORA_SFT = SFTConfig(method="lora", lr=5e-4)
+"""LoRA SFT as the paper's baseline: rank 8 on every projection, lr 5e-4 (a common LoRA
+rate, fixed before any run; not tuned here), the same epochs and data as full SFT."""
+
+
+def training_flops(model: Any, trained: dict[str, SFTResult], casal: Any) -> dict[str, float]:
+    """Rough training FLOPs (6 x parameters x tokens for a full step; 4 x for LoRA, whose
+    frozen weights get no gradient; DPO adds the reference pass, 2 x). CASAL trains one MLP
+    block on cached activations: 6 x block parameters x examples x epochs. Capture and the
+    sweep's generations are counted in wall time only."""
+    params = sum(p.numel() for p in model.parameters())
+    flops = {
+        "sft": 6.0 * params * trained["sft"].tokens,
+        "lora_sft": 4.0 * params * trained["lora_sft"].tokens,
+        "dpo": 6.0 * params * trained["dpo"].tokens,
+    }
+    block = sum(v.numel() for v in casal.state.values())
+    flops["casal_training"] = 6.0 * block * casal.examples * casal.config.epochs
+    return flops
 
 
 if __name__ == "__main__":
