@@ -95,6 +95,30 @@ def _banner_commands(log_text: str) -> list[str]:
     return match.group(1).splitlines()
 
 
+@pytest.mark.parametrize("route", ["completions", "chat"])
+def test_asking_for_kv_prediction_without_a_predictor_is_a_400(
+    live_server: ServerProcess, route: str
+):
+    client = openai.OpenAI(base_url=live_server.base_url, api_key=API_KEY)
+
+    def ask(flag: bool) -> object:
+        extra = {"kv_transfer_params": {"kv_prediction": flag}}
+        if route == "chat":
+            return client.chat.completions.create(
+                model="tiny", messages=MESSAGES, max_tokens=2, extra_body=extra
+            )
+        return client.completions.create(model="tiny", prompt="hi", max_tokens=2, extra_body=extra)
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(True)
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["param"] == "kv_transfer_params.kv_prediction"
+    assert "no KV predictor" in body["message"]
+    assert "--kv-predictor" in body["message"]
+    assert ask(False) is not None  # opting out is always fine, and the server kept serving
+
+
 def test_printed_examples_work(live_server: ServerProcess):
     deadline = time.monotonic() + 30
     while "Try:" not in live_server.log_path.read_text() and time.monotonic() < deadline:

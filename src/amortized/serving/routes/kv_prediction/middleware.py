@@ -1,7 +1,9 @@
 """ASGI middleware that applies the KV-prediction request policy to OpenAI request bodies.
 
 It resolves per-request opt-in/out and salts predicted requests into their own prefix-cache
-namespace before vLLM parses the body (see ``kv_prediction.policy`` for why).
+namespace before vLLM parses the body (see ``kv_prediction.policy`` for why). On a server
+without a predictor, a request that asks for prediction is refused (400) rather than
+silently served exactly.
 """
 
 import json
@@ -9,8 +11,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from amortized.kv_prediction.policy import PolicyError
+from amortized.kv_prediction.policy import KV_PREDICTION_PARAM, PolicyError
 from amortized.serving.routes.errors import RouteErrorBody, RouteErrorResponse
+from amortized.serving.routes.kv_prediction.serving import ENABLE_HINT
 
 SERVICE_STATE = "amortized_kv_prediction"
 GUARDED_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
@@ -27,22 +30,38 @@ class KVPredictionMiddleware:
         guarded = scope["type"] == "http" and scope.get("method") == "POST"
         if guarded and scope.get("path") in GUARDED_PATHS:
             service = getattr(scope["app"].state, SERVICE_STATE, None)
-        policy = getattr(service, "policy", None)
-        if policy is None:
+        if service is None:
             await self.app(scope, receive, send)
             return
+        policy = getattr(service, "policy", None)
         raw = await _read_body(receive)
-        try:
-            body: Any = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        if isinstance(body, dict):
+        body: Any = None
+        if policy is not None or KV_PREDICTION_PARAM.encode() in raw:
+            try:
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                body = None
+        if policy is None:
+            if _asks_for_prediction(body):
+                param = f"kv_transfer_params.{KV_PREDICTION_PARAM}"
+                message = (
+                    f"this server has no KV predictor, so {param}: true cannot be honoured; "
+                    f"{ENABLE_HINT}, or drop the option"
+                )
+                await _send_error(send, message, param)
+                return
+        elif isinstance(body, dict):
             try:
                 raw = json.dumps(policy.apply(body)).encode()
             except PolicyError as exc:
                 await _send_error(send, str(exc), exc.param)
                 return
         await self.app(_with_length(scope, len(raw)), _replay(raw, receive), send)
+
+
+def _asks_for_prediction(body: Any) -> bool:
+    params = body.get("kv_transfer_params") if isinstance(body, dict) else None
+    return isinstance(params, dict) and params.get(KV_PREDICTION_PARAM) is True
 
 
 async def _read_body(receive: Receive) -> bytes:
