@@ -27,6 +27,7 @@ from amortized.llm import OpenAICompatibleBackend
 from amortized.steering.casal import CasalConfig, apply_casal
 from amortized.steering.evaluation import SteeringSpec, evaluate_model
 from amortized.steering.export import casal_provenance, export_checkpoint
+from amortized.steering.general_ability import compare_ability, general_ability
 from amortized.steering.labelling import (
     Label,
     LabelledItem,
@@ -245,10 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     trained: dict[str, Any] = {}
     metrics = {"base": base, "steer": steered, "casal": casal}
+    texts = ordinary_text()
+    ability = {
+        "base": general_ability(model, tokenizer, texts),
+        "casal": general_ability(reloaded, tokenizer, texts),
+    }
     for name, fine_tune in baselines.items():
         tuned = copy.deepcopy(model)
         trained[name] = fine_tune(tuned)
         metrics[name], _ = evaluate_model(tuned, tokenizer, evaluation)
+        ability[name] = general_ability(tuned, tokenizer, texts)
         del tuned
     sft = trained["sft"]
     casal_total = run.capture_seconds + run.result.wall_seconds + sweep_seconds + vector_seconds
@@ -311,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             **{name: r.wall_seconds for name, r in trained.items()},
         },
         "training_flops": training_flops(model, trained, run.result),
+        "perplexity": {name: a.perplexity for name, a in ability.items()},
+        "general_ability_vs_base": {
+            name: compare_ability(ability["base"], other)
+            for name, other in ability.items()
+            if name != "base"
+        },
         "casal_total_over_lora_sft_time": casal_total / trained["lora_sft"].wall_seconds,
         "casal_hallucination_cut_relative": hallucination_cut,
         "casal_known_accuracy_drop_points": 100 * (base.known_accuracy - casal.known_accuracy),
@@ -335,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(result, args.plot)
     return 0
+
+
+def ordinary_text() -> list[str]:
+    """Held-out standard-library documentation (PSF-2.0): text none of the models trained on."""
+    from amortized.testing.text_corpus import is_held_out, stdlib_documents
+
+    return [d.text for d in stdlib_documents() if is_held_out(d.module, 0.1)]
 
 
 LORA_SFT = SFTConfig(method="lora", lr=5e-4)
