@@ -339,13 +339,20 @@ async def ttft_pairs(
 
 
 async def multi_turn(
-    client: Any, model: str, texts: Sequence[str], conversations: int, turns: int
+    client: Any,
+    model: str,
+    tokenizer: Any,
+    texts: Sequence[str],
+    system_tokens: int,
+    conversations: int,
+    turns: int,
 ) -> dict[str, Any]:
     """Chats that share one ~1.5k-token system prompt: TTFT per turn, base vs KVP
     conversations alternating. Predicted requests have their own prefix-cache namespace
     (cache_salt), so each side's shared prompt is warmed once first; after that it is a hit
     and the connector computes the short uncached part exactly (policy.worth_predicting)."""
-    system = "Answer questions about this reference text.\n\n" + "\n\n".join(texts[:3])[:6000]
+    reference = tokenizer.decode(tokenizer.encode("\n\n".join(texts[:6]))[:system_tokens])
+    system = "Answer questions about this reference text.\n\n" + reference
     questions = [
         "What is this text about?",
         "Name one function it mentions.",
@@ -389,7 +396,7 @@ async def multi_turn(
             messages.append({"role": "assistant", "content": "".join(reply)})
     medians = {name: [median(t) for t in turns_] for name, turns_ in per_turn.items()}
     return {
-        "system_prompt_chars": len(system),
+        "system_prompt_tokens": system_tokens,
         "conversations": conversations,
         "turns": turns,
         "ttft_median_ms_by_turn": medians,
@@ -399,12 +406,12 @@ async def multi_turn(
     }
 
 
-async def _decode(client: Any, model: str, times: list[float]) -> None:
+async def _decode(client: Any, model: str, times: list[float], max_tokens: int) -> None:
     """A long greedy decode (exact prefill: its prompt is short); appends chunk times."""
     stream = await client.completions.create(
         model=model,
         prompt="Count from one to one thousand in words: one, two, three,",
-        max_tokens=1500,
+        max_tokens=max_tokens,
         temperature=0,
         stream=True,
         extra_body={"kv_transfer_params": {"kv_prediction": False}, "ignore_eos": True},
@@ -440,7 +447,7 @@ async def itl_under_load(
             for i in range(prompts_per_round)
         ]
         times: list[float] = []
-        decode = asyncio.create_task(_decode(client, model, times))
+        decode = asyncio.create_task(_decode(client, model, times, length))
         while len(times) < 8 and not decode.done():  # the decode is running
             await asyncio.sleep(0.05)
         window_start = time.perf_counter()
@@ -494,7 +501,11 @@ def serve_and_measure(
         ttft_ms = {}
         for length in lengths:
             ttft_ms[str(length)] = await ttft_pairs(client, "m", tokenizer, texts, length, requests)
-        chat = await multi_turn(client, "m", texts, conversations=max(4, requests // 2), turns=3)
+        system_tokens = min(1500, max(lengths) - 400)
+        conversations = max(4, requests // 2)
+        chat = await multi_turn(
+            client, "m", tokenizer, texts, system_tokens, conversations=conversations, turns=3
+        )
         itl = await itl_under_load(
             client, "m", tokenizer, texts, max(lengths), itl_rounds, prompts_per_round=3
         )
