@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import random
 import sys
 import time
@@ -239,7 +240,7 @@ def perplexities(
             nll[name].append(result.total / result.tokens)
 
     def ppl(values: Sequence[float]) -> float:
-        return float(2.718281828459045 ** (sum(values) / len(values)))
+        return math.exp(sum(values) / len(values))
 
     out: dict[str, Any] = {
         "windows": len(chosen),

@@ -64,7 +64,17 @@ def _load_tensors(folder: Path, names: list[str]) -> dict[str, torch.Tensor]:
 
 def relative_error(delta: torch.Tensor, rank: int) -> float:
     """Frobenius error of the best rank-``rank`` approximation, relative to ``delta``."""
+    return _tail_error(torch.linalg.svdvals(delta.double()), rank)
+
+
+def errors_by_rank(delta: torch.Tensor) -> dict[int, float]:
+    """:func:`relative_error` at every rank vLLM accepts up to ``delta``'s full rank, from
+    one singular-value decomposition (each takes seconds for a large model's projection)."""
     singular = torch.linalg.svdvals(delta.double())
+    return {k: _tail_error(singular, k) for k in VLLM_LORA_RANKS if k <= min(delta.shape)}
+
+
+def _tail_error(singular: torch.Tensor, rank: int) -> float:
     total = float(singular.square().sum())
     if total == 0.0:
         return 0.0
@@ -81,9 +91,12 @@ def factorise(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
 def choose_rank(deltas: list[torch.Tensor], tolerance: float) -> int:
     """The smallest rank vLLM accepts that keeps every delta's relative error <= tolerance
     (a rank at or above a delta's full rank is exact: the extra rows are zero)."""
-    full = max(min(d.shape) for d in deltas)
+    return _smallest_rank([errors_by_rank(d) for d in deltas], tolerance)
+
+
+def _smallest_rank(errors: list[dict[int, float]], tolerance: float) -> int:
     for rank in VLLM_LORA_RANKS:
-        if rank >= full or all(relative_error(d, rank) <= tolerance for d in deltas):
+        if all(e.get(rank, 0.0) <= tolerance for e in errors):  # absent: at or above full
             return rank
     return VLLM_LORA_RANKS[-1]
 
@@ -131,10 +144,10 @@ def write_lora_adapter(
                 raise LoraExportError(f"{name} changed: a LoRA adapter cannot carry a bias change")
             continue
         deltas[name] = delta
-    chosen = rank if rank is not None else choose_rank(list(deltas.values()), tolerance)
+    by_rank = {name: errors_by_rank(delta) for name, delta in deltas.items()}
+    chosen = rank if rank is not None else _smallest_rank(list(by_rank.values()), tolerance)
     weights: dict[str, torch.Tensor] = {}
     errors: dict[str, float] = {}
-    by_rank: dict[str, dict[int, float]] = {}
     modules = []
     for name, delta in deltas.items():
         match = parsed[name]
@@ -147,10 +160,7 @@ def write_lora_adapter(
         prefix = f"base_model.model.{match['prefix']}"
         weights[f"{prefix}.lora_A.weight"] = a.contiguous()
         weights[f"{prefix}.lora_B.weight"] = b.contiguous()
-        errors[name] = relative_error(delta, r)
-        by_rank[name] = {
-            k: relative_error(delta, k) for k in VLLM_LORA_RANKS if k <= min(delta.shape)
-        }
+        errors[name] = by_rank[name][r] if r < min(delta.shape) else 0.0
         modules.append(match["module"])
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -140,7 +140,6 @@ def train_sft(
     :func:`~amortized.steering.placement.load_model`'s ``device`` and ``dtype``): every
     parameter, or LoRA adapters merged back at the end (``config.method``); returns the wall
     time and losses."""
-    import torch
 
     from amortized.steering.capture import model_device
 
@@ -152,33 +151,55 @@ def train_sft(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model_device(model)
     trained = with_lora(model, config) if config.method == "lora" else model
+
+    def step(chunk: list[int]) -> tuple[Any, int]:
+        input_ids, mask, labels = sft_batch([examples[i] for i in chunk], pad, device)
+        loss = trained(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        return loss, int(mask.sum())
+
+    losses, count, tokens = _optimise(
+        trained, len(examples), config, step, f"SFT ({config.method})", progress
+    )
+    if config.method == "lora":
+        trained.merge_and_unload()
+    model.eval()
+    return SFTResult(time.perf_counter() - started, len(examples), losses, count, tokens)
+
+
+def _optimise(
+    trained: Any,
+    size: int,
+    config: SFTConfig | DPOConfig,
+    step: Callable[[list[int]], tuple[Any, int]],
+    desc: str,
+    progress: bool,
+) -> tuple[list[float], int, int]:
+    """The loop SFT and DPO share: AdamW on the trainable parameters over shuffled batches of
+    ``size`` examples; ``step`` gives a batch's loss and token count. Returns the losses, the
+    number of trained parameters and the tokens seen."""
+    import torch
+
     params = [p for p in trained.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     rng = random.Random(config.seed)
     trained.train()
     losses: list[float] = []
     tokens = 0
-    steps = config.epochs * -(-len(examples) // config.batch_size)
-    bar = tqdm(total=steps, desc=f"SFT ({config.method})", disable=not progress, file=sys.stderr)
+    steps = config.epochs * -(-size // config.batch_size)
+    bar = tqdm(total=steps, desc=desc, disable=not progress, file=sys.stderr)
     for _ in range(config.epochs):
-        order = list(range(len(examples)))
+        order = list(range(size))
         rng.shuffle(order)
-        for start in range(0, len(order), config.batch_size):
-            batch = [examples[i] for i in order[start : start + config.batch_size]]
-            input_ids, mask, labels = sft_batch(batch, pad, device)
-            loss = trained(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        for start in range(0, size, config.batch_size):
+            loss, seen = step(order[start : start + config.batch_size])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-            tokens += int(mask.sum())
+            tokens += seen
             bar.update(1)
     bar.close()
-    if config.method == "lora":
-        trained.merge_and_unload()
-    model.eval()
-    count = sum(p.numel() for p in params)
-    return SFTResult(time.perf_counter() - started, len(examples), losses, count, tokens)
+    return losses, sum(p.numel() for p in params), tokens
 
 
 def with_lora(model: Any, config: SFTConfig) -> Any:
@@ -294,42 +315,25 @@ def train_dpo(
         lora_targets=config.lora_targets,
     )
     trained = with_lora(model, lora)
-    with torch.no_grad(), trained.disable_adapter():
+    with torch.no_grad(), trained.disable_adapter():  # the reference policy: the base
         trained.eval()
-        reference = [
-            (
-                _reply_logprobs(trained, [chosen], pad)[0],
-                _reply_logprobs(trained, [rejected], pad)[0],
-            )
-            for chosen, rejected in pairs
-        ]
-    params = [p for p in trained.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    rng = random.Random(config.seed)
-    trained.train()
-    losses: list[float] = []
-    tokens = 0
-    steps = config.epochs * -(-len(pairs) // config.batch_size)
-    bar = tqdm(total=steps, desc="DPO (lora)", disable=not progress, file=sys.stderr)
-    for _ in range(config.epochs):
-        order = list(range(len(pairs)))
-        rng.shuffle(order)
-        for start in range(0, len(order), config.batch_size):
-            chunk = order[start : start + config.batch_size]
-            chosen = _reply_logprobs(trained, [pairs[i][0] for i in chunk], pad)
-            rejected = _reply_logprobs(trained, [pairs[i][1] for i in chunk], pad)
-            ref_chosen = torch.stack([reference[i][0] for i in chunk]).to(chosen.device)
-            ref_rejected = torch.stack([reference[i][1] for i in chunk]).to(chosen.device)
-            margin = (chosen - ref_chosen) - (rejected - ref_rejected)
-            loss: Any = -torch.nn.functional.logsigmoid(config.beta * margin).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            tokens += sum(len(pairs[i][0][0]) + len(pairs[i][1][0]) for i in chunk)
-            bar.update(1)
-    bar.close()
+        reference = []
+        for i in range(0, len(pairs), config.batch_size):
+            batch = pairs[i : i + config.batch_size]
+            chosen = _reply_logprobs(trained, [good for good, _ in batch], pad)
+            rejected = _reply_logprobs(trained, [bad for _, bad in batch], pad)
+            reference.append(torch.stack((chosen, rejected), dim=1))
+    reference_of = torch.cat(reference)  # [pairs, 2]: chosen, rejected
+
+    def step(chunk: list[int]) -> tuple[Any, int]:
+        chosen = _reply_logprobs(trained, [pairs[i][0] for i in chunk], pad)
+        rejected = _reply_logprobs(trained, [pairs[i][1] for i in chunk], pad)
+        ref = reference_of[chunk].to(chosen.device)
+        margin = (chosen - ref[:, 0]) - (rejected - ref[:, 1])
+        loss = -torch.nn.functional.logsigmoid(config.beta * margin).mean()
+        return loss, sum(len(pairs[i][0][0]) + len(pairs[i][1][0]) for i in chunk)
+
+    losses, count, tokens = _optimise(trained, len(pairs), config, step, "DPO (lora)", progress)
     trained.merge_and_unload()
     model.eval()
-    count = sum(p.numel() for p in params)
     return SFTResult(time.perf_counter() - started, len(pairs), losses, count, tokens)
